@@ -1,0 +1,13 @@
+//! imexdepth: live monocular depth with IMEXnet.
+//!
+//! Modules follow the data flow of the live pipeline:
+//! `capture` (frame sources) -> `preprocess` -> `engine` (`native`, `ort`; the implicit solve in
+//! `imex`) -> `temporal` -> `postprocess` (colour maps, overlays) -> `display` / `record`, with
+//! `bench` and `calibration` beside them. The numeric core (`tensor`, `imex`, `engine::native`)
+//! knows nothing of windows, cameras or ONNX Runtime.
+#![forbid(unsafe_code)]
+
+pub mod tensor;
+pub mod imex;
+pub mod model;
+pub mod engine;
