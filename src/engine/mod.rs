@@ -28,3 +28,6 @@ pub enum EngineError {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
+
+pub mod native;
+pub mod select;
