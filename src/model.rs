@@ -79,6 +79,8 @@ pub enum Node {
     Exp { inputs: Vec<String>, output: String },
     Softplus { inputs: Vec<String>, output: String },
     Linear { inputs: Vec<String>, output: String, a: f32, b: f32 },
+    Coords { inputs: Vec<String>, output: String },
+    AddTensor { inputs: Vec<String>, output: String, tensor: String },
 }
 
 /// `imexdepth.arch`.
