@@ -92,3 +92,10 @@ pub struct Arch {
     pub output: String,
     pub nodes: Vec<Node>,
 }
+
+/// Errors while loading a model file (placeholder until the loader lands).
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: the native engine is not built yet")]
+    NotBuilt { path: std::path::PathBuf },
+}
