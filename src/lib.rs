@@ -10,4 +10,5 @@
 pub mod tensor;
 pub mod imex;
 pub mod model;
+pub mod capture;
 pub mod engine;
