@@ -1,0 +1,1 @@
+//! The implicit solve (lands with the native branch).
