@@ -361,7 +361,7 @@ class Trainer:
             "training": {"config": dataclasses.asdict(self.cfg), "metrics": metrics_ or {},
                          "step": self.state.step, "epoch": self.state.epoch,
                          "elapsed_s": self.state.elapsed_s, "world_size": self.world,
-                         "torch": torch.__version__},
+                         "torch": str(torch.__version__)},
         }
         save_atomic(ckpt, self.out / name)
 
