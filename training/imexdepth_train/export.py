@@ -19,9 +19,10 @@ The implicit solve ``(I + h B^T B)^-1 f`` becomes real matrix products for the f
 ``Sh = sin / sqrt(Hp)``, ``Icw = a_v cos / sqrt(Wp)``, ``Isw = -a_v sin / sqrt(Wp)`` with
 ``a_v = 1`` for ``v = 0`` and (even ``Wp``) ``v = Wp / 2``, else 2: the transform is split
 symmetrically between forward and inverse, so intermediates keep the input's magnitude (safe in
-fp16). ``h`` is folded into ``G``; the step output is ``y + Y``. The ``B`` kernel itself is stored
-as an initializer too (unused by the graph). Cost per solve ``C Hp Wr (4 Wp + 8 Hp)``
-multiply-adds.
+fp16). ``h`` is folded into ``G``; the step output is ``y + Y``. ``G`` is computed inside the
+graph from the stored ``B`` kernel (small MatMuls on initializers only, which ONNX Runtime
+constant-folds at load), so both engines read the same kernel. Cost per solve
+``C Hp Wr (4 Wp + 8 Hp)`` multiply-adds.
 
 CLI::
 
@@ -165,6 +166,41 @@ def dft_matrices(hp: int, wp: int) -> dict[str, np.ndarray]:
     }
 
 
+def tap_tables(hp: int, wp: int) -> dict[str, np.ndarray]:
+    """Cosines and sines of the 3 taps' phases: ``[Hp, 3]`` along H and ``[3, Wr]`` along W."""
+    taps = np.array([-1.0, 0.0, 1.0])
+    angle_h = 2 * np.pi * np.outer(np.arange(hp), taps) / hp
+    angle_w = 2 * np.pi * np.outer(taps, np.arange(wp // 2 + 1)) / wp
+    return {"hc": np.cos(angle_h), "hs": np.sin(angle_h), "wc": np.cos(angle_w),
+            "ws": np.sin(angle_w)}
+
+
+def emit_factor(g: GraphBuilder, node: dict, hp: int, wp: int) -> str:
+    """``G = h / (1 + h |B^|^2)``, ``[1, C, Hp, Wr]``, computed in the graph from the kernel.
+
+    Only initializers feed it, so ONNX Runtime folds it once at load; the ``B`` kernel stays the
+    single source of truth for both engines.
+    """
+    out, kernel = node["output"], node["kernel"]
+    t = {k: g.shared_const(f"imex.dft.{hp}x{wp}.tap_{k}", lambda k=k: tap_tables(hp, wp)[k])
+         for k in ("hc", "hs", "wc", "ws")}
+
+    inner = {k: g.op("MatMul", [t[k], kernel], f"{out}/k_{k}") for k in ("hc", "hs")}
+
+    def sandwich(left: str, right: str) -> str:  # ([Hp, 3] @ [C, 1, 3, 3]) @ [3, Wr]
+        return g.op("MatMul", [inner[left], t[right]], f"{out}/k_{left}_{right}")
+
+    real = g.op("Sub", [sandwich("hc", "wc"), sandwich("hs", "ws")], f"{out}/symbol_re")
+    imag = g.op("Add", [sandwich("hs", "wc"), sandwich("hc", "ws")], f"{out}/symbol_im")
+    power = g.op("Add", [g.op("Mul", [real, real], f"{out}/re2"),
+                         g.op("Mul", [imag, imag], f"{out}/im2")], f"{out}/power")
+    h = g.const(f"{out}/h", node["h"])
+    one = g.const(f"{out}/one", 1.0)
+    denom = g.op("Add", [one, g.op("Mul", [power, h], f"{out}/h_power")], f"{out}/denom")
+    factor = g.op("Div", [h, denom], f"{out}/factor_c1")
+    return g.op("Transpose", [factor], f"{out}/factor", perm=[1, 0, 2, 3])
+
+
 def emit_solve(g: GraphBuilder, x: str, node: dict, shape: tuple[int, ...]) -> str:
     """Writes ``h (I + h B^T B)^-1 x`` as matrix products; returns the output name."""
     _, c, height, width = shape
@@ -176,9 +212,7 @@ def emit_solve(g: GraphBuilder, x: str, node: dict, shape: tuple[int, ...]) -> s
     hp, wp = height + 2 * pad, width + 2 * pad
     mats = {k: g.shared_const(f"imex.dft.{hp}x{wp}.{k}", lambda k=k: dft_matrices(hp, wp)[k])
             for k in ("cw", "sw", "ch", "sh", "icw", "isw")}
-    kernel = torch.from_numpy(g.initializers[node["kernel"]].astype(np.float64))
-    factor = node["h"] * imex.solve_factor(kernel, 1.0 * node["h"], hp, wp).numpy()[None]
-    gain = g.const(f"{node['kernel']}.factor.{hp}x{wp}", factor)
+    gain = emit_factor(g, node, hp, wp)
 
     def mm(a: str, b: str, name: str) -> str:
         return g.op("MatMul", [a, b], f"{out}/{name}")

@@ -35,6 +35,12 @@ def test_matrix_form_equals_fft_solve(height, width):
     x = torch.randn(1, 3, height, width, generator=gen, dtype=torch.float64)
     kernel = torch.randn(3, 1, 3, 3, generator=gen, dtype=torch.float64)
     factor = imex.solve_factor(kernel, 0.8, height, width).numpy()
+    # The graph's factor, built from the tap tables, equals the autograd one.
+    t = export.tap_tables(height, width)
+    k = kernel.numpy()
+    real = t["hc"] @ k @ t["wc"] - t["hs"] @ k @ t["ws"]
+    imag = t["hs"] @ k @ t["wc"] + t["hc"] @ k @ t["ws"]
+    np.testing.assert_allclose(1 / (1 + 0.8 * (real**2 + imag**2)), factor[:, None], atol=1e-12)
     want = imex.solve(x, kernel, 0.8, "periodic").numpy()
     np.testing.assert_allclose(matrix_solve(x.numpy(), factor), want, atol=1e-12)
 
