@@ -52,7 +52,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from imexdepth_train import imex, nets
+from imexdepth_train import nets
 
 log = logging.getLogger(__name__)
 
@@ -315,11 +315,11 @@ def model_boundary(model: nn.Module, arch: dict) -> str:
     return boundary
 
 
-def build_onnx(model: nn.Module, height: int, width: int,
-               training: dict[str, Any]) -> onnx.ModelProto:
-    """The ONNX model of ``model`` for a fixed ``height x width`` input."""
+def build_onnx(model: nn.Module, height: int, width: int, training: dict[str, Any],
+               batch: int = 1) -> onnx.ModelProto:
+    """The ONNX model of ``model`` for a fixed ``batch x C x height x width`` input."""
     arch, weights = model.describe()
-    spec_in, spec_out = model.io_spec(height, width)
+    spec_in, spec_out = model.io_spec(height, width, batch)
     shapes = nets.infer_shapes(arch, weights, tuple(spec_in["shape"]))
     g = GraphBuilder(weights)
     for node in arch["nodes"]:
@@ -411,15 +411,15 @@ def check_export(model: nn.Module, proto: onnx.ModelProto, x: np.ndarray) -> Par
 
 
 def export_model(model: nn.Module, height: int, width: int, out: str | Path,
-                 training: dict[str, Any], seed: int = 0) -> Parity:
+                 training: dict[str, Any], seed: int = 0, batch: int = 1) -> Parity:
     """Builds, checks and (only if the checks pass) writes the ONNX file.
 
     Returns:
         The parity figures of the check.
     """
     model = model.eval()
-    proto = build_onnx(model, height, width, training)
-    spec_in, _ = model.io_spec(height, width)
+    proto = build_onnx(model, height, width, training, batch)
+    spec_in, _ = model.io_spec(height, width, batch)
     parity = check_export(model, proto, sample_input(spec_in["shape"], seed))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -449,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --random-init: JSON object of architecture options")
     parser.add_argument("--seed", type=int, default=0, help="random-init seed")
     parser.add_argument("--size", type=parse_size, default=(240, 320), help="HEIGHTxWIDTH")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="fixed batch size (1 for depth models, N for Q-tips models)")
     parser.add_argument("--out", type=Path, required=True, help="output .onnx path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -461,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.manual_seed(args.seed)
             model = nets.build_model(args.random_init, **args.options)
             training = {"random_init": True, "seed": args.seed}
-        parity = export_model(model, height, width, args.out, training)
+        parity = export_model(model, height, width, args.out, training, batch=args.batch)
     except (CheckpointError, ExportError, ValueError) as err:
         log.error("%s", err)
         return 1

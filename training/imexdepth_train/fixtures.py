@@ -90,10 +90,12 @@ class TinyNet(nn.Module):
         c = self.imex_c.describe(d, self.conv_c.describe(d, b))
         u = d.node("concat", [d.node("upsample", [c], scale=2, mode="nearest"), b])
         u = d.node("add", [self.conv_u.describe(d, self.norm_u.describe(d, u)), b])
-        return d.finish(self.head.describe(d, self.head_conv.describe(d, self.up_v.describe(d, u, a))))
+        v = self.head_conv.describe(d, self.up_v.describe(d, u, a))
+        return d.finish(self.head.describe(d, v))
 
-    def io_spec(self, height: int, width: int) -> tuple[dict, dict]:
-        spec_in = {"name": "image", "shape": [1, 3, height, width], "color": "rgb", "scale": 255.0}
+    def io_spec(self, height: int, width: int, batch: int = 1) -> tuple[dict, dict]:
+        spec_in = {"name": "image", "shape": [batch, 3, height, width], "color": "rgb",
+                   "scale": 255.0}
         return spec_in, {"name": "depth", "kind": "depth", "unit": "m"}
 
 
@@ -108,10 +110,12 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.copy_(0.3 * torch.randn(module.running_mean.shape, generator=gen))
+                mean = torch.randn(module.running_mean.shape, generator=gen)
+                module.running_mean.copy_(0.3 * mean)
                 module.running_var.copy_(uniform(module.running_var, 0.5, 2.0))
-                module.weight.copy_(uniform(module.weight, 0.5, 1.5))
-                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=gen))
+                if module.affine:
+                    module.weight.copy_(uniform(module.weight, 0.5, 1.5))
+                    module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=gen))
         for name, param in model.named_parameters():
             if name.endswith("solve.kernel"):
                 param.add_(0.2 * torch.randn(param.shape, generator=gen))
@@ -147,7 +151,8 @@ def write_fixture(name: str, out_dir: Path) -> dict[str, Any]:
         "name": name, "arch": model.arch, "options": nets.model_options(model), "seed": seed,
         "input": {"file": "input.bin", "shape": list(x.shape), "dtype": "float32 little-endian"},
         "output": {"file": "output.bin", "shape": list(y.shape), "dtype": "float32 little-endian",
-                   "source": "PyTorch eval mode", "kind": spec_out["kind"], "unit": spec_out["unit"]},
+                   "source": "PyTorch eval mode", "kind": spec_out["kind"],
+                   "unit": spec_out["unit"]},
         "versions": export.versions(), "opset": export.OPSET, "ir_version": export.IR_VERSION,
         "tolerance": TOLERANCE_TIER, "ort_parity": parity.as_dict(),
         "ops": sorted({n["op"] for n in model.describe()[0]["nodes"]}),

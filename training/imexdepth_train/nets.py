@@ -34,7 +34,7 @@ slope is 1 at the geometric middle of the range and the depth can never leave
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -103,8 +103,10 @@ def name_modules(model: nn.Module) -> None:
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Conv weight and bias with an inference-mode BatchNorm folded in (float64)."""
     weight = conv.weight.detach().double()
-    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(weight.shape[0],
-                                                                                 dtype=torch.float64)
+    if conv.bias is not None:
+        bias = conv.bias.detach().double()
+    else:
+        bias = torch.zeros(weight.shape[0], dtype=torch.float64)
     if bn is None:
         return weight, bias
     scale, shift = bn_scale_shift(bn)
@@ -167,11 +169,12 @@ class ConvBN(nn.Module):
     """Conv2d (padding ``k // 2``) -> optional BatchNorm -> optional ReLU or softplus."""
 
     def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1,
-                 bn: bool = True, act: str | None = "relu", bias: bool | None = None):
+                 bn: bool = True, act: str | None = "relu", bias: bool | None = None,
+                 bn_affine: bool = True):
         super().__init__()
         bias = not bn if bias is None else bias
         self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=bias)
-        self.bn = nn.BatchNorm2d(cout) if bn else None
+        self.bn = nn.BatchNorm2d(cout, affine=bn_affine) if bn else None
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -313,11 +316,10 @@ class DepthOptions:
     min_depth: float = 0.1
     max_depth: float = 20.0
     init_depth: float = 2.5
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> "DepthOptions":
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown depth-network options {unknown}; known: {sorted(known)}")
@@ -327,7 +329,7 @@ class DepthOptions:
         return parsed
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class DepthNet(nn.Module):
@@ -387,30 +389,169 @@ class DepthNet(nn.Module):
         u = d.node("upsample", [self.head_conv.describe(d, u)], scale=2, mode="bilinear")
         return d.finish(self.head.describe(d, u))
 
-    def io_spec(self, height: int, width: int) -> tuple[dict, dict]:
+    def io_spec(self, height: int, width: int, batch: int = 1) -> tuple[dict, dict]:
         """``imexdepth.input`` and ``imexdepth.output`` for an input of ``height x width``."""
-        spec_in = {"name": "image", "shape": [1, 3, height, width], "color": "rgb", "scale": 255.0}
+        spec_in = {"name": "image", "shape": [batch, 3, height, width], "color": "rgb",
+                   "scale": 255.0}
         return spec_in, {"name": "depth", "kind": "depth", "unit": "m"}
+
+
+# --------------------------------------------------------------------------------------------
+# Q-tips segmentation networks (the paper's Table 1; facts in shared/data/qtips/README.md)
+
+QTIPS_ARCHS = ("qtips-imexnet", "qtips-resnet", "qtips-bn")
+
+
+@dataclass
+class QtipsOptions:
+    """Options of the Q-tips networks.
+
+    ``widths`` are the stage widths; each stage is a transition conv3x3 -> BN -> ReLU to its width
+    followed by ``layers`` same-width layers (the reference: 64/128/256, an opening layer and
+    three same-width layers per stage, "four layers each").
+    """
+
+    widths: tuple[int, ...] = (64, 128, 256)
+    layers: int = 3
+    h: float = 1.0
+    boundary: str = "periodic"
+    pad: int = 8
+    kernel_scale: float = 1.0
+    zero_mean: bool = True
+    classes: int = 4
+
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> "QtipsOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown Q-tips options {unknown}; known: {sorted(known)}")
+        parsed = cls(**options)
+        parsed.widths = tuple(int(w) for w in parsed.widths)
+        if parsed.boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {parsed.boundary!r}")
+        return parsed
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["widths"] = list(self.widths)
+        return out
+
+
+class QtipsLayer(nn.Module):
+    """One same-width layer: ``z = K^T ReLU(BN(K y))`` with one shared kernel ``K``, then
+
+    - ``qtips-imexnet``: ``y <- BN(y + h (I + h B^T B)^-1 z)``,
+    - ``qtips-bn``: ``y <- BN(y + h z)``,
+    - ``qtips-resnet``: ``y <- y + h z``.
+
+    ``K^T`` is the adjoint of the 3x3 convolution (``conv_transpose2d`` with the same weight),
+    exported as an ordinary conv with the kernel flipped and its channel axes swapped. With
+    ``zero_mean`` the kernel is projected to zero spatial mean per filter in every forward pass,
+    as the reference does. BN has no affine parameters, as in the reference; unlike the
+    reference, evaluation uses running statistics (so it folds into ``affine``).
+    """
+
+    def __init__(self, width: int, variant: str, o: QtipsOptions):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.empty(width, width, 3, 3))
+        nn.init.kaiming_uniform_(self.kernel, a=math.sqrt(5))
+        self.bn_inner = nn.BatchNorm2d(width, affine=False)
+        self.zero_mean, self.h = o.zero_mean, float(o.h)
+        implicit = variant == "qtips-imexnet"
+        self.imex = ImexStep(width, o.h, o.boundary, o.pad, o.kernel_scale) if implicit else None
+        self.state_bn = Affine(width) if variant != "qtips-resnet" else None
+        if self.state_bn is not None:
+            self.state_bn.bn = nn.BatchNorm2d(width, affine=False)
+
+    def effective_kernel(self) -> torch.Tensor:
+        if not self.zero_mean:
+            return self.kernel
+        return self.kernel - self.kernel.mean(dim=(-2, -1), keepdim=True)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        k = self.effective_kernel()
+        z = F.conv_transpose2d(F.relu(self.bn_inner(F.conv2d(y, k, padding=1))), k, padding=1)
+        y = self.imex(y, z) if self.imex is not None else y + self.h * z
+        return self.state_bn(y) if self.state_bn is not None else y
+
+    def describe(self, d: Describer, y: str) -> str:
+        q = _qualname(self)
+        k = self.effective_kernel().detach().double()
+        scale, shift = bn_scale_shift(self.bn_inner)
+        x = d.node("conv", [y], weight=d.weight(f"{q}.k.weight", k * scale[:, None, None, None]),
+                   bias=d.weight(f"{q}.k.bias", shift), stride=1, padding=1, groups=1)
+        adjoint = k.flip(-2, -1).transpose(0, 1)
+        z = d.node("conv", [d.node("relu", [x])], weight=d.weight(f"{q}.kt.weight", adjoint),
+                   bias=None, stride=1, padding=1, groups=1)
+        if self.imex is None:
+            y = d.node("residual", [y, z], h=self.h)
+        else:
+            solve = self.imex.solve
+            kernel = d.weight(f"{q}.imex.kernel", solve.effective_kernel())
+            y = d.node("imex", [y, z], kernel=kernel, h=solve.h, boundary=solve.boundary,
+                       pad=solve.pad)
+        return self.state_bn.describe(d, y) if self.state_bn is not None else y
+
+
+class QtipsNet(nn.Module):
+    """Q-tips segmentation: ``[N, 1, 64, 64]`` gray in ``[0, 1]`` -> ``[N, classes, 64, 64]``
+    logits. Input normalisation ``(x - 0.5) / 0.5``; no pooling; 1x1 head without bias."""
+
+    def __init__(self, arch: str, options: QtipsOptions):
+        super().__init__()
+        self.arch, self.options = arch, options
+        o = options
+        self.normalize = Normalize((0.5,), (0.5,))
+        stages, cin = [], 1
+        for width in o.widths:
+            stages.append(ConvBN(cin, width, bn_affine=False))
+            stages.extend(QtipsLayer(width, arch, o) for _ in range(o.layers))
+            cin = width
+        self.body = nn.Sequential(*stages)
+        self.head = nn.Conv2d(cin, o.classes, 1, bias=False)
+        name_modules(self)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.normalize(image)))
+
+    def describe(self) -> tuple[dict, dict[str, np.ndarray]]:
+        d = Describer(self.arch)
+        x = self.normalize.describe(d, d.input)
+        for layer in self.body:
+            x = layer.describe(d, x)
+        x = d.node("conv", [x], weight=d.weight("head.weight", self.head.weight), bias=None,
+                   stride=1, padding=0, groups=1)
+        return d.finish(x, "logits")
+
+    def io_spec(self, height: int, width: int, batch: int = 1) -> tuple[dict, dict]:
+        spec_in = {"name": "image", "shape": [batch, 1, height, width], "color": "gray",
+                   "scale": 255.0}
+        return spec_in, {"name": "logits", "kind": "logits", "unit": "class"}
 
 
 def build_model(arch: str, **options: Any) -> nn.Module:
     """Builds a network by architecture name.
 
     Args:
-        arch: ``"imexnet-depth"``, ``"resnet-depth"`` or ``"tiny-imex"`` (a small test
-            network that uses every op; see ``fixtures.py``).
-        **options: architecture options (``DepthOptions`` fields for the depth networks).
+        arch: ``"imexnet-depth"``, ``"resnet-depth"``, ``"qtips-imexnet"``, ``"qtips-resnet"``,
+            ``"qtips-bn"`` or ``"tiny-imex"`` (a small test network that uses every op; see
+            ``fixtures.py``).
+        **options: architecture options (``DepthOptions`` / ``QtipsOptions`` fields).
 
     Returns:
         The module, in training mode, with ``describe()`` and ``io_spec()``.
     """
     if arch in DEPTH_ARCHS:
         return DepthNet(arch, arch == "imexnet-depth", DepthOptions.parse(options))
+    if arch in QTIPS_ARCHS:
+        return QtipsNet(arch, QtipsOptions.parse(options))
     if arch == "tiny-imex":
         from imexdepth_train.fixtures import TinyNet
 
         return TinyNet(**options)
-    raise ValueError(f"unknown architecture {arch!r}; known: {list(DEPTH_ARCHS) + ['tiny-imex']}")
+    known = list(DEPTH_ARCHS) + list(QTIPS_ARCHS) + ["tiny-imex"]
+    raise ValueError(f"unknown architecture {arch!r}; known: {known}")
 
 
 def model_options(model: nn.Module) -> dict[str, Any]:

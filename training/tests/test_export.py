@@ -184,3 +184,17 @@ def test_full_size_fixture_regenerates_byte_for_byte(tmp_path):
     fixtures.write_fixture(name, tmp_path)
     for file in ("model.onnx", "input.bin", "output.bin", "meta.json"):
         assert (tmp_path / name / file).read_bytes() == (FIXTURES / name / file).read_bytes()
+
+
+@pytest.mark.parametrize("arch", nets.QTIPS_ARCHS)
+def test_qtips_export_with_a_batch(arch, tmp_path):
+    torch.manual_seed(6)
+    model = fixtures.randomize(nets.build_model(arch, widths=[4, 8], layers=2), 6)
+    out = tmp_path / "q.onnx"
+    parity = export.export_model(model, 32, 32, out, {}, batch=3)
+    assert parity.relative <= export.PARITY_TOLERANCE
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert json.loads(meta["imexdepth.input"])["shape"] == [3, 1, 32, 32]
+    assert json.loads(meta["imexdepth.input"])["color"] == "gray"
+    assert json.loads(meta["imexdepth.output"]) == {"name": "logits", "kind": "logits",
+                                                    "unit": "class"}

@@ -17,7 +17,7 @@ STEPS = (0.1, 1.0, 10.0)
 
 
 def correlation_matrix(kernel: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Dense matrix of the periodic 3x3 cross-correlation ``(B y)[p, q] = sum k[i, j] y[p+i-1, q+j-1]``."""
+    """Dense periodic 3x3 cross-correlation: ``(B y)[p, q] = sum k[i, j] y[p+i-1, q+j-1]``."""
     n = height * width
     b = np.zeros((n, n))
     for p, q, i, j in itertools.product(range(height), range(width), range(3), range(3)):
@@ -67,7 +67,8 @@ def test_solve_matches_dense(boundary: str, height: int, width: int):
         got = imex.solve(torch.from_numpy(x), torch.from_numpy(kernel), h, boundary, pad).numpy()
         for c in range(channels):
             want = dense_solve(x[0, c], kernel[c, 0], h, boundary, pad)
-            np.testing.assert_allclose(got[0, c], want, rtol=0, atol=1e-10 * max(1.0, abs(want).max()),
+            np.testing.assert_allclose(got[0, c], want, rtol=0,
+                                       atol=1e-10 * max(1.0, abs(want).max()),
                                        err_msg=f"{boundary} {height}x{width} h={h} c={c}")
 
 
@@ -125,7 +126,8 @@ def test_step_equals_paper_form():
     b = correlation_matrix(kernel, 5, 7)
     lap = b.T @ b
     h = 2.0
-    paper = np.linalg.solve(np.eye(35) + h * lap, y.reshape(-1) + h * lap @ y.reshape(-1) + h * f.reshape(-1))
+    y_flat, f_flat = y.reshape(-1), f.reshape(-1)
+    paper = np.linalg.solve(np.eye(35) + h * lap, y_flat + h * lap @ y_flat + h * f_flat)
     step = imex.ImexStep(1, h=h, boundary="periodic").double()
     with torch.no_grad():
         step.solve.kernel.copy_(torch.from_numpy(kernel)[None, None])
@@ -135,7 +137,8 @@ def test_step_equals_paper_form():
 
 def test_effective_kernel_is_zero_mean_and_starts_as_paper_laplacian():
     solver = imex.ImplicitSolve(3, kernel_scale=0.5)
-    np.testing.assert_allclose(solver.kernel[1, 0].detach().numpy(), 0.5 * imex.PAPER_LAPLACIAN, atol=1e-7)
+    np.testing.assert_allclose(solver.kernel[1, 0].detach().numpy(), 0.5 * imex.PAPER_LAPLACIAN,
+                               atol=1e-7)
     with torch.no_grad():
         solver.kernel.add_(1.0)
     assert solver.effective_kernel().sum(dim=(-2, -1)).abs().max() < 1e-5

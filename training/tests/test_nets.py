@@ -149,3 +149,33 @@ def test_bad_requests_are_refused():
             "nodes": [{"op": "relu", "inputs": ["nothing"], "output": "y"}]}
     with pytest.raises(ValueError, match="reads unknown"):
         nets.infer_shapes(arch, {}, (1, 3, 4, 4))
+
+
+def test_qtips_parameter_counts_follow_the_reference_layout():
+    counts = {arch: nets.count_parameters(nets.build_model(arch)) for arch in nets.QTIPS_ARCHS}
+    # Opening/transition convs 1->64->128->256, 3 shared-kernel layers per stage, 1x1 head.
+    resnet = 9 * (64 + 64 * 128 + 128 * 256) + 3 * 9 * (64**2 + 128**2 + 256**2) + 256 * 4
+    assert counts["qtips-resnet"] == counts["qtips-bn"] == resnet
+    assert counts["qtips-imexnet"] - resnet == 3 * 9 * (64 + 128 + 256)
+
+
+@pytest.mark.parametrize("arch", nets.QTIPS_ARCHS)
+def test_qtips_nets_give_logits_and_describe_the_adjoint_as_a_conv(arch):
+    torch.manual_seed(4)
+    model = nets.build_model(arch, widths=[4, 8], layers=1, boundary="reflect", pad=4)
+    model(torch.rand(3, 1, 16, 16))  # a training-mode pass moves the running statistics
+    model.eval()
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        logits = model(x)
+    assert logits.shape == (2, 4, 16, 16)
+    arch_d, weights = model.describe()
+    assert arch_d["output"] == "logits"
+    layer = model.body[1]
+    y = torch.randn(1, 4, 8, 8)
+    k = layer.effective_kernel().detach()
+    want = torch.nn.functional.conv_transpose2d(y, k, padding=1)
+    got = torch.nn.functional.conv2d(y, torch.from_numpy(weights["body.1.kt.weight"]), padding=1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert ("imex" in {n["op"] for n in arch_d["nodes"]}) == (arch == "qtips-imexnet")
+    assert ("affine" in {n["op"] for n in arch_d["nodes"]}) == (arch != "qtips-resnet")
