@@ -38,7 +38,7 @@ def check_layout(path: Path, f: h5py.File) -> int:
     """Checks keys, ranks, dtypes and shapes; returns the number of frames."""
     for key in ("images", "depths"):
         if key not in f:
-            raise NyuFormatError(path, f"HDF5 datasets 'images' and 'depths'",
+            raise NyuFormatError(path, "HDF5 datasets 'images' and 'depths'",
                                  f"keys {sorted(f.keys())}")
     images, depths = f["images"], f["depths"]
     if images.ndim != 4 or images.shape[1] != 3:
@@ -71,6 +71,8 @@ class NyuDepth(Dataset):
 
     def __init__(self, path: Path, split: str = "train", height: int = 240, width: int = 320,
                  val_fraction: float = 0.1, augment: bool = False, seed: int = 0):
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.path, self.shape = Path(path), (height, width)
         if not self.path.exists():
             raise NyuFormatError(self.path, "the NYU Depth v2 labelled .mat file", "no such file")
@@ -82,8 +84,6 @@ class NyuDepth(Dataset):
         n_val = max(1, int(round(n * val_fraction))) if n > 1 else 0
         first = n - n_val
         self.indices = list(range(first)) if split == "train" else list(range(first, n))
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.augment, self.seed, self.epoch = augment, seed, 0
         self._file: h5py.File | None = None
 

@@ -18,15 +18,15 @@ Baselines printed beside every model:
   row i (the bottom row nearest, the top four times as far), what a floor seen from above gives.
 
 ``python -m imexdepth_train.realeval --checkpoint CKPT [--checkpoint CKPT ...] [--out DIR]``
-prints the table and writes qualitative PNGs (input beside predicted depth) for the Motorcycle
-image, the real photos in scikit-image and Debian's opencv-doc examples when installed.
+prints the table (at each checkpoint's training size) and writes qualitative PNGs (input beside
+predicted depth) for the Motorcycle image, the real photos in scikit-image and Debian's
+opencv-doc examples when installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +48,6 @@ SKIMAGE_PHOTOS = ["coffee", "chelsea", "astronaut"]
 OPENCV_DOC_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
 OPENCV_DOC_PHOTOS = ["home.jpg", "fruits.jpg", "building.jpg", "baboon.jpg", "stuff.jpg",
                      "board.jpg", "apple.jpg", "messi5.jpg", "left01.jpg", "aloeL.jpg"]
-
-Predictor = Callable[[torch.Tensor], torch.Tensor]
-
 
 def centre_crop_box(h: int, w: int, aspect: float) -> tuple[int, int, int, int]:
     """The largest centred (left, top, right, bottom) box of ``aspect`` = width / height."""
@@ -207,14 +204,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     from imexdepth_train.train import model_from_checkpoint
 
-    models = {}
+    by_size: dict[tuple[int, int], dict[str, torch.nn.Module]] = {}
     for path in args.checkpoint:
         model, ckpt = model_from_checkpoint(path)
-        models[f"{ckpt['arch']}:{path.stem}"] = model
-    print(format_table(evaluate(models)))
-    for path in write_qualitative(models, args.out):
-        logger.info("wrote %s", path)
-
+        config = ckpt["training"].get("config", {})
+        size = (int(config.get("height", HEIGHT)), int(config.get("width", WIDTH)))
+        by_size.setdefault(size, {})[f"{ckpt['arch']}:{path.stem}"] = model
+    for (h, w), models in by_size.items():
+        print(format_table(evaluate(models, h, w), f"Motorcycle {w}x{h}"))
+        for path in write_qualitative(models, args.out / f"{w}x{h}", h, w):
+            logger.info("wrote %s", path)
 
 if __name__ == "__main__":
     main()

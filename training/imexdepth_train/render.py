@@ -304,7 +304,8 @@ def wall_with_hole(scene: Scene, origin, along, length, room_h, hole, mat: int) 
         scene.shapes.append(quad(o, a * length, up * room_h, mat))
         return
     s, w, b, t = hole
-    pieces = [(0, s, 0, room_h), (s + w, length, 0, room_h), (s, s + w, 0, b), (s, s + w, t, room_h)]
+    pieces = [(0, s, 0, room_h), (s + w, length, 0, room_h), (s, s + w, 0, b),
+              (s, s + w, t, room_h)]
     for x0, x1, y0, y1 in pieces:
         if x1 - x0 > 1e-3 and y1 - y0 > 1e-3:
             scene.shapes.append(quad(o + a * x0 + up * y0, a * (x1 - x0), up * (y1 - y0), mat))
@@ -418,10 +419,11 @@ def place(rng, room: Room, footprint, keep_out, tries: int = 20):
     for _ in range(tries):
         if rng.random() < 0.55:
             side = int(rng.integers(4))
-            t = rng.uniform(w / 2 + 0.05, max(w / 2 + 0.06, (room.lx if side < 2 else room.lz) - w / 2 - 0.05))
+            length = room.lx if side < 2 else room.lz
+            t = rng.uniform(w / 2 + 0.05, max(w / 2 + 0.06, length - w / 2 - 0.05))
             off = d / 2 + rng.uniform(0.0, 0.1)
-            pos, yaw = [(t, off, 0.0), (t, room.lz - off, np.pi), (off, t, np.pi / 2),
-                        (room.lx - off, t, -np.pi / 2)][side][:2], [0.0, np.pi, -np.pi / 2, np.pi / 2][side]
+            spots = [(t, off), (t, room.lz - off), (off, t), (room.lx - off, t)]
+            pos, yaw = spots[side], [0.0, np.pi, -np.pi / 2, np.pi / 2][side]
         else:
             pos = (rng.uniform(0.3, room.lx - 0.3), rng.uniform(0.3, room.lz - 0.3))
             yaw = rng.uniform(0, 2 * np.pi)
@@ -496,8 +498,7 @@ def add_furniture(scene: Scene, rng, room: Room, keep_out) -> None:
     """Furniture-like boxes, cylinders and spheres, with people-sized obstacles now and then."""
     area = room.lx * room.lz
     for _ in range(int(rng.integers(4, 7 + int(area / 3)))):
-        kind = rng.choice(["table", "cabinet", "shelf", "sofa", "chair", "lamp", "person",
-                           "bin", "ball", "boxes"], p=[.16, .14, .1, .1, .12, .06, .1, .08, .06, .08])
+        kind = rng.choice(list(FURNITURE), p=FURNITURE_SHARES)
         spot = place(rng, room, FOOTPRINTS[kind](rng), keep_out)
         if spot is not None:
             FURNITURE[kind](scene, rng, *spot)
@@ -532,8 +533,9 @@ def _shelf(scene, rng, pos, yaw):
             bw = rng.uniform(0.02, 0.06)
             bh = rng.uniform(0.5, 0.9) * h / levels
             bm = scene.material(paint(rng, "object"))
-            scene.shapes.append(box(local(pos, yaw, [x + bw / 2, y + 0.02, rng.uniform(-0.03, 0.03)]),
-                                    [bw, bh, d * rng.uniform(0.6, 0.9)], yaw, bm))
+            jitter = rng.uniform(-0.03, 0.03)
+            size = [bw, bh, d * rng.uniform(0.6, 0.9)]
+            scene.shapes.append(box(local(pos, yaw, [x + bw / 2, y + 0.02, jitter]), size, yaw, bm))
             x += bw + rng.uniform(0.0, 0.02)
 
 
@@ -542,16 +544,19 @@ def _sofa(scene, rng, pos, yaw):
     m = scene.material(paint(rng, "object"))
     seat = rng.uniform(0.35, 0.5)
     scene.shapes.append(box(pos, [w, seat, d], yaw, m))
-    scene.shapes.append(box(local(pos, yaw, [0, seat, d / 2 - 0.1]), [w, rng.uniform(0.3, 0.5), 0.2], yaw, m))
+    back = rng.uniform(0.3, 0.5)
+    scene.shapes.append(box(local(pos, yaw, [0, seat, d / 2 - 0.1]), [w, back, 0.2], yaw, m))
     for side in (-1, 1):
-        scene.shapes.append(box(local(pos, yaw, [side * (w / 2 - 0.1), seat, 0]), [0.2, 0.2, d], yaw, m))
+        arm = local(pos, yaw, [side * (w / 2 - 0.1), seat, 0])
+        scene.shapes.append(box(arm, [0.2, 0.2, d], yaw, m))
 
 
 def _chair(scene, rng, pos, yaw):
     m = scene.material(paint(rng, "object" if rng.random() < 0.5 else "wood"))
     s, h = rng.uniform(0.4, 0.5), rng.uniform(0.42, 0.5)
     scene.shapes.append(box(local(pos, yaw, [0, h - 0.04, 0]), [s, 0.04, s], yaw, m))
-    scene.shapes.append(box(local(pos, yaw, [0, h, s / 2 - 0.02]), [s, rng.uniform(0.35, 0.5), 0.03], yaw, m))
+    back = rng.uniform(0.35, 0.5)
+    scene.shapes.append(box(local(pos, yaw, [0, h, s / 2 - 0.02]), [s, back, 0.03], yaw, m))
     for sx in (-1, 1):
         for sz in (-1, 1):
             scene.shapes.append(box(local(pos, yaw, [sx * (s / 2 - 0.03), 0, sz * (s / 2 - 0.03)]),
@@ -565,7 +570,8 @@ def _lamp(scene, rng, pos, yaw):
     scene.shapes.append(cylinder(pos, 0.015, h, m, 8))
     shade = paint(rng, "object")
     shade.emission = warm_light(rng) * rng.uniform(0.5, 2.0)
-    scene.shapes.append(cylinder(pos + [0, h, 0], rng.uniform(0.12, 0.22), 0.25, scene.material(shade)))
+    radius = rng.uniform(0.12, 0.22)
+    scene.shapes.append(cylinder(pos + [0, h, 0], radius, 0.25, scene.material(shade)))
     scene.lights.append(Light(pos + np.array([0, h - 0.03, 0], np.float32),
                               np.array([0.1, 0, 0], np.float32), np.array([0, 0, 0.1], np.float32),
                               warm_light(rng) * rng.uniform(0.3, 1.0)))
@@ -579,7 +585,8 @@ def _person(scene, rng, pos, yaw):
     trousers = scene.material(paint(rng, "object"))
     leg_h = tall * 0.47
     for side in (-1, 1):
-        scene.shapes.append(cylinder(local(pos, yaw, [side * 0.1, 0, 0]), 0.075, leg_h, trousers, 12))
+        foot = local(pos, yaw, [side * 0.1, 0, 0])
+        scene.shapes.append(cylinder(foot, 0.075, leg_h, trousers, 12))
     scene.shapes.append(cylinder(local(pos, yaw, [0, leg_h, 0]), rng.uniform(0.16, 0.22),
                                  tall * 0.33, cloth, 16))
     for side in (-1, 1):
@@ -615,6 +622,7 @@ def _boxes(scene, rng, pos, yaw):
 FURNITURE = {"table": _table, "cabinet": _cabinet, "shelf": _shelf, "sofa": _sofa,
              "chair": _chair, "lamp": _lamp, "person": _person, "bin": _bin, "ball": _ball,
              "boxes": _boxes}
+FURNITURE_SHARES = [.16, .14, .1, .1, .12, .06, .1, .08, .06, .08]
 FOOTPRINTS = {
     "table": lambda r: (1.4, 0.8), "cabinet": lambda r: (1.2, 0.5), "shelf": lambda r: (1.1, 0.4),
     "sofa": lambda r: (2.0, 0.9), "chair": lambda r: (0.5, 0.5), "lamp": lambda r: (0.4, 0.4),
@@ -822,7 +830,9 @@ def material_tables(scene: Scene):
         if t.shape[0] != TEXTURE_SIZE:
             t = np.broadcast_to(t.mean(axis=(0, 1)), (TEXTURE_SIZE, TEXTURE_SIZE, 3))
         texs.append(t)
-    arr = lambda name: np.array([getattr(m, name) for m in scene.materials], np.float32)  # noqa: E731
+    def arr(name: str) -> np.ndarray:
+        return np.array([getattr(m, name) for m in scene.materials], np.float32)
+
     return (np.stack(texs).astype(np.float32), arr("tint"), arr("strength"), arr("specular"),
             arr("shininess"), arr("emission"))
 
@@ -884,7 +894,8 @@ def direct_light(scene: Scene, rc: Raycaster, rng, points, normals, view, ks, sh
         h = l + view
         h /= np.sqrt(dot(h, h))[:, None] + 1e-9
         nh = np.maximum(dot(normals, h), 0)
-        highlight += power * (ks * nh**shininess * (shininess + 8) / 8 * np.maximum(cos, 0))[:, None]
+        lobe = ks * nh**shininess * (shininess + 8) / 8 * np.maximum(cos, 0)
+        highlight += power * lobe[:, None]
     return diffuse, highlight
 
 

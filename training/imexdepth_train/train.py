@@ -47,7 +47,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -133,7 +132,8 @@ def load_config(path: Path) -> Config:
             raise ConfigError(path, f"key '{key}' expects {fields[key].type}, found {value!r}")
     cfg = Config(**raw)
     if cfg.dataset not in ("synthetic", "nyu"):
-        raise ConfigError(path, f"key 'dataset' expects 'synthetic' or 'nyu', found {cfg.dataset!r}")
+        raise ConfigError(path, f"key 'dataset' expects 'synthetic' or 'nyu', "
+                                f"found {cfg.dataset!r}")
     for key in ("synth_root", "nyu_path"):
         value = getattr(cfg, key)
         if value and not Path(value).is_absolute():

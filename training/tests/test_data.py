@@ -63,7 +63,7 @@ def test_cache_round_trip(cache):
 
 
 def test_generate_renders_only_missing_frames(cache):
-    img, depth_png = render.frame_paths(cache, "val", 0)
+    _, depth_png = render.frame_paths(cache, "val", 0)
     kept = render.frame_paths(cache, "val", 1)[0].stat().st_mtime_ns
     depth_png.unlink()
     render.generate(cache.parent, 3, 2, seed=5, workers=1, height=H, width=W, progress=False)
@@ -71,7 +71,7 @@ def test_generate_renders_only_missing_frames(cache):
     assert render.frame_paths(cache, "val", 1)[0].stat().st_mtime_ns == kept
 
 
-def test_corrupt_cache_file_is_named(cache, tmp_path):
+def test_corrupt_cache_file_is_named(cache):
     img, _ = render.frame_paths(cache, "train", 2)
     original = img.read_bytes()
     try:
@@ -97,7 +97,8 @@ def test_augmentation_flips_image_and_depth_together(cache):
     for seed in range(20):
         out = augment({k: v.clone() for k, v in s.items()}, torch.Generator().manual_seed(seed))
         assert 0.0 <= float(out["image"].min()) and float(out["image"].max()) <= 1.0
-        if torch.equal(out["depth"], s["depth"].flip(-1)) and not torch.equal(out["depth"], s["depth"]):
+        moved = not torch.equal(out["depth"], s["depth"])
+        if moved and torch.equal(out["depth"], s["depth"].flip(-1)):
             flipped = out
     assert flipped is not None
     assert torch.equal(flipped["valid"], s["valid"].flip(-1))
