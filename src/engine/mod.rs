@@ -29,5 +29,9 @@ pub enum EngineError {
     },
 }
 
+pub mod gpu;
 pub mod native;
+#[cfg(feature = "ort")]
+pub mod ort;
+pub mod parity;
 pub mod select;
