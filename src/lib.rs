@@ -15,3 +15,8 @@ pub mod imex;
 pub mod model;
 pub mod capture;
 pub mod engine;
+pub mod preprocess;
+pub mod postprocess;
+pub mod display;
+pub mod record;
+pub mod live;

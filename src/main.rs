@@ -18,7 +18,8 @@ fn main() -> std::process::ExitCode {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "info",
+        // ort's own INFO lines (version notes, hardware discovery) are noise at the default level.
+        0 => "info,ort=warn",
         1 => "debug",
         _ => "trace",
     };
@@ -28,5 +29,10 @@ fn init_logging(verbose: u8) {
 }
 
 fn run(command: cli::Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        cli::Command::Infer(args) => cli::infer::run(args),
+        cli::Command::Live(args) => cli::live::run(args),
+        cli::Command::Info(args) => cli::info::run(args),
+        cli::Command::Validate(args) => cli::validate::run(args),
+    }
 }

@@ -6,6 +6,11 @@ use clap::{Args, Parser, Subcommand};
 
 use imexdepth::engine::select::{EngineChoice, EngineOptions, ProviderChoice};
 
+pub mod infer;
+pub mod info;
+pub mod live;
+pub mod validate;
+
 /// Live monocular depth with IMEXnet: camera, video or images in, depth out.
 #[derive(Debug, Parser)]
 #[command(name = "imexdepth", version, about)]
@@ -19,6 +24,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Depth for still images: 16-bit millimetre PNGs and colour pictures, a line per image.
+    Infer(infer::InferArgs),
+    /// Live depth from a camera, video or photographs: window or headless, with recording.
+    Live(live::LiveArgs),
+    /// ONNX Runtime library (path, version, providers), GPUs, and the models in models/.
+    Info(info::InfoArgs),
+    /// Run the chosen engine and the native engine on synthetic inputs and real photographs;
+    /// fail past the tolerance.
+    Validate(validate::ValidateArgs),
 }
 
 /// Model and engine selection, shared by every command that runs a model.
@@ -41,6 +55,15 @@ pub struct EngineArgs {
     /// TensorRT: build the engine in fp16 (checked against the native engine).
     #[arg(long)]
     pub fp16: bool,
+    /// TensorRT: build the engine in int8; needs --calibration.
+    #[arg(long, requires = "calibration")]
+    pub int8: bool,
+    /// TensorRT int8 calibration table (for example one in calibration/).
+    #[arg(long, value_name = "FILE")]
+    pub calibration: Option<PathBuf>,
+    /// TensorRT engine and timing cache folder; default: <user cache dir>/imexdepth/tensorrt.
+    #[arg(long, value_name = "DIR")]
+    pub trt_cache: Option<PathBuf>,
 }
 
 impl EngineArgs {
@@ -50,6 +73,10 @@ impl EngineArgs {
             provider: self.ep,
             ort_lib: self.ort_lib.clone(),
             fp16: self.fp16,
+            int8: self.int8,
+            calibration: self.calibration.clone(),
+            trt_cache: self.trt_cache.clone(),
+            threads: None,
         }
     }
 }
