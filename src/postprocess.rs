@@ -423,7 +423,7 @@ fn draw_colour_bar(canvas: &mut RgbImage, x0: u32, range: DepthRange, unit: Dept
         let t = i as f32 / 4.0;
         let y = top + ((bottom - 1 - top) as f32 * t) as u32;
         let value = range.far - t * (range.far - range.near);
-        fill(canvas, x0 + 16, y, 4, 1, [255, 255, 255]);
+        fill(canvas, x0 + 12, y, 6, 1, [255, 255, 255]);
         let ty = y.saturating_sub(3).min(h.saturating_sub(8));
         draw_text(canvas, x0 + 22, ty, &format_depth(value), [255, 255, 255]);
     }
