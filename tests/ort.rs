@@ -13,12 +13,12 @@ use std::process::Command;
 use std::time::Instant;
 
 use imexdepth::engine::DepthEngine;
+use imexdepth::engine::EngineError;
 use imexdepth::engine::native::NativeEngine;
 use imexdepth::engine::ort::library::{LibraryError, LibrarySearch, Origin, Provider, Runtime};
 use imexdepth::engine::ort::{OrtEngine, OrtError, OrtOptions};
 use imexdepth::engine::parity::{Finding, LiveValidator, Precision};
 use imexdepth::engine::select::{self, EngineOptions, ProviderChoice};
-use imexdepth::engine::EngineError;
 use imexdepth::tensor::Tensor;
 use imexdepth::tolerance::{Tier, compare};
 
@@ -28,7 +28,9 @@ fn runtime() -> Option<&'static Runtime> {
     match Runtime::load(&LibrarySearch::new(None)) {
         Ok(runtime) => Some(runtime),
         Err(err) if std::env::var("IMEXDEPTH_REQUIRE_ORT").is_ok_and(|v| v == "1") => {
-            panic!("IMEXDEPTH_REQUIRE_ORT=1 but ONNX Runtime is unusable: {err}; run scripts/setup-ort.sh")
+            panic!(
+                "IMEXDEPTH_REQUIRE_ORT=1 but ONNX Runtime is unusable: {err}; run scripts/setup-ort.sh"
+            )
         }
         Err(err) => {
             eprintln!("skipping: {err}");
@@ -61,7 +63,8 @@ fn ort_cpu_matches_stored_outputs_and_native_engine() {
     assert!(names.len() >= 3, "fixtures missing: {names:?}");
     for name in names {
         let model = fixture_model(&name);
-        let mut ort = OrtEngine::open(runtime, &model, &cpu()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut ort =
+            OrtEngine::open(runtime, &model, &cpu()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut native = NativeEngine::open(&model).unwrap_or_else(|e| panic!("{name}: {e}"));
         let (input, stored) = common::fixture_io(&name);
         let got = ort.run(&input).unwrap();
@@ -153,8 +156,8 @@ fn provider_missing_from_the_build_is_named() {
             continue;
         }
         let options = OrtOptions { provider: choice, ..OrtOptions::default() };
-        let err = OrtEngine::open(runtime, &fixture_model("tiny-imex-periodic"), &options)
-            .unwrap_err();
+        let err =
+            OrtEngine::open(runtime, &fixture_model("tiny-imex-periodic"), &options).unwrap_err();
         assert!(matches!(err, OrtError::ProviderMissing { .. }), "{err:?}");
         let text = err.to_string();
         assert!(text.contains(provider.name()) && text.contains("--ort-lib"), "{text}");
@@ -221,11 +224,8 @@ fn fake_old_library(dir: &Path) -> Option<PathBuf> {
     )
     .unwrap();
     let lib = dir.join("libonnxruntime.so.1.16.3");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&source)
-        .status();
+    let status =
+        Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&source).status();
     match status {
         Ok(s) if s.success() => Some(lib),
         _ => {

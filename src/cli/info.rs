@@ -146,11 +146,7 @@ fn model_info(path: &Path) -> ModelInfo {
             input_shape: Some(model.input.shape),
             input_color: Some(model.input.color.clone()),
             output: Some(format!("{:?} ({})", model.output.kind, model.output.unit)),
-            metadata: model
-                .metadata
-                .into_iter()
-                .filter(|(k, _)| k != "imexdepth.arch")
-                .collect(),
+            metadata: model.metadata.into_iter().filter(|(k, _)| k != "imexdepth.arch").collect(),
         },
         Err(err) => ModelInfo {
             path: path.to_path_buf(),
@@ -226,8 +222,10 @@ fn print_models(dir: &Path, models: &[ModelInfo]) {
         let arch = m.arch.as_deref().unwrap_or("?");
         let color = m.input_color.as_deref().unwrap_or("?");
         let output = m.output.as_deref().unwrap_or("?");
-        println!("  {name}  {size}  {arch}  input {:?} {color}  output {output}",
-            m.input_shape.unwrap_or_default());
+        println!(
+            "  {name}  {size}  {arch}  input {:?} {color}  output {output}",
+            m.input_shape.unwrap_or_default()
+        );
         for (key, value) in &m.metadata {
             println!("      {key}: {}", shorten(value, 120));
         }

@@ -75,8 +75,9 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     let path = &args.engine.model;
     let model = ModelFile::open(path).with_context(|| format!("opening {}", path.display()))?;
     let options = args.engine.options();
-    let mut engine = select::open(path, &options)
-        .with_context(|| format!("opening {} with --engine {:?}", path.display(), options.engine))?;
+    let mut engine = select::open(path, &options).with_context(|| {
+        format!("opening {} with --engine {:?}", path.display(), options.engine)
+    })?;
     if engine.name() == "native" {
         tracing::warn!("the chosen engine is the native engine: validate compares it with itself");
     }
@@ -170,12 +171,12 @@ fn inputs(spec: &InputSpec, images: &Path) -> anyhow::Result<Vec<(String, Tensor
     if photos.is_empty() {
         tracing::warn!("no photographs in {}: synthetic inputs only", images.display());
     }
-    let single = InputSpec { shape: [1, spec.shape[1], spec.shape[2], spec.shape[3]], ..spec.clone() };
+    let single =
+        InputSpec { shape: [1, spec.shape[1], spec.shape[2], spec.shape[3]], ..spec.clone() };
     let mut pre = Preprocessor::new(&single).context("preparing photographs for this model")?;
     for photo in photos {
-        let image = image::open(&photo)
-            .with_context(|| format!("reading {}", photo.display()))?
-            .to_rgb8();
+        let image =
+            image::open(&photo).with_context(|| format!("reading {}", photo.display()))?.to_rgb8();
         let one = pre.run(&image).with_context(|| format!("preparing {}", photo.display()))?;
         let name = photo.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         out.push((name, repeat_batch(&one.tensor, spec.shape[0])));
@@ -233,9 +234,13 @@ fn synthetic(shape: [usize; 4]) -> Vec<(String, Tensor)> {
     vec![
         ("synthetic:black".into(), Tensor::zeros(shape)),
         ("synthetic:grey".into(), make(&|_, _, _, _| 0.5)),
-        ("synthetic:gradient".into(), make(&|_, ch, y, x| {
-            ((x as f32 / w.max(1) as f32) + (y as f32 / h.max(1) as f32) + ch as f32 * 0.1) / 2.2
-        })),
+        (
+            "synthetic:gradient".into(),
+            make(&|_, ch, y, x| {
+                ((x as f32 / w.max(1) as f32) + (y as f32 / h.max(1) as f32) + ch as f32 * 0.1)
+                    / 2.2
+            }),
+        ),
         ("synthetic:checkerboard".into(), make(&|_, _, y, x| ((y / 8 + x / 8) % 2) as f32)),
         ("synthetic:noise".into(), Tensor::from_vec(shape, noise)),
     ]

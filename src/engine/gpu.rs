@@ -33,10 +33,7 @@ pub fn primary_gpu_name() -> String {
 
 fn nvidia_smi() -> Vec<Gpu> {
     let output = Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=name,memory.total,driver_version,compute_cap",
-            "--format=csv,noheader",
-        ])
+        .args(["--query-gpu=name,memory.total,driver_version,compute_cap", "--format=csv,noheader"])
         .output();
     match output {
         Ok(out) if out.status.success() => parse_nvidia_smi(&String::from_utf8_lossy(&out.stdout)),

@@ -74,7 +74,12 @@ pub enum OrtError {
         library.display(),
         names(offered)
     )]
-    ProviderMissing { provider: Provider, library: PathBuf, version: String, offered: Vec<Provider> },
+    ProviderMissing {
+        provider: Provider,
+        library: PathBuf,
+        version: String,
+        offered: Vec<Provider>,
+    },
     #[error("the {provider} execution provider could not start for {}", path.display())]
     ProviderFailed {
         provider: Provider,
@@ -380,8 +385,8 @@ impl DepthEngine for OrtEngine {
 
     fn run(&mut self, input: &Tensor) -> Result<Tensor, EngineError> {
         self.check_input(input)?;
-        let value =
-            TensorRef::from_array_view((input.shape, input.data.as_slice())).map_err(runtime_error)?;
+        let value = TensorRef::from_array_view((input.shape, input.data.as_slice()))
+            .map_err(runtime_error)?;
         let outputs = self.session.run(ort::inputs![value]).map_err(runtime_error)?;
         let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(runtime_error)?;
         let shape = output_shape(shape).ok_or_else(|| EngineError::Runtime {
@@ -481,8 +486,10 @@ fn build_session(
         builder = builder.with_intra_threads(threads).map_err(|e| classify(e.into()))?;
     }
     if !eps.is_empty() {
-        builder = builder.with_execution_providers(eps).map_err(|e| {
-            OrtError::ProviderFailed { provider, path: model.to_path_buf(), source: e.into() }
+        builder = builder.with_execution_providers(eps).map_err(|e| OrtError::ProviderFailed {
+            provider,
+            path: model.to_path_buf(),
+            source: e.into(),
         })?;
     }
     if let Some(prefix) = profile {
@@ -546,9 +553,13 @@ fn with_heartbeat<T>(message: Option<String>, f: impl FnOnce() -> T) -> T {
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let start = Instant::now();
-            while let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(Duration::from_secs(15))
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                wait.recv_timeout(Duration::from_secs(15))
             {
-                tracing::info!("still building the TensorRT engine ({} s)", start.elapsed().as_secs());
+                tracing::info!(
+                    "still building the TensorRT engine ({} s)",
+                    start.elapsed().as_secs()
+                );
             }
         });
         let out = f();

@@ -6,8 +6,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use super::DepthEngine;
-use crate::tolerance::{Comparison, Tier, compare};
 use crate::tensor::Tensor;
+use crate::tolerance::{Comparison, Tier, compare};
 
 /// Numeric precision of an engine (TensorRT builds fp16 and int8 engines; everything else is
 /// fp32).
@@ -194,7 +194,7 @@ impl LiveValidator {
     /// Hands frame `frame` to the checker if it is due and the checker is idle; returns whether
     /// it was taken. Copies `input` and `output` only when taken.
     pub fn offer(&mut self, frame: u64, input: &Tensor, output: &Tensor) -> bool {
-        if frame % self.every != 0 {
+        if !frame.is_multiple_of(self.every) {
             return false;
         }
         let Some(jobs) = &self.jobs else { return false };
@@ -228,8 +228,12 @@ impl LiveValidator {
         if v.is_problem() {
             self.summary.problems += 1;
             let advice = if v.suggests_fp32_rebuild() { "; rebuild in fp32 advised" } else { "" };
-            tracing::warn!("frame {} ({}) disagrees with the native engine: {}{advice}",
-                v.frame, self.precision, describe(&v.finding));
+            tracing::warn!(
+                "frame {} ({}) disagrees with the native engine: {}{advice}",
+                v.frame,
+                self.precision,
+                describe(&v.finding)
+            );
         } else if let Finding::ReferenceFailed { message } = &v.finding {
             tracing::warn!("frame {}: the native engine failed: {message}", v.frame);
         }

@@ -122,7 +122,10 @@ pub fn open_native(model: &Path) -> Result<Box<dyn DepthEngine>, OpenError> {
     Ok(Box::new(super::native::NativeEngine::open(model)?))
 }
 
-fn native_checked(model: &Path, options: &EngineOptions) -> Result<Box<dyn DepthEngine>, OpenError> {
+fn native_checked(
+    model: &Path,
+    options: &EngineOptions,
+) -> Result<Box<dyn DepthEngine>, OpenError> {
     if options.int8 {
         return Err(OpenError::NativePrecision { flag: "--int8" });
     }
@@ -144,7 +147,10 @@ fn warn_fallback_once(reason: &dyn std::error::Error) {
 }
 
 #[cfg(not(feature = "ort"))]
-fn open_without_ort(model: &Path, options: &EngineOptions) -> Result<Box<dyn DepthEngine>, OpenError> {
+fn open_without_ort(
+    model: &Path,
+    options: &EngineOptions,
+) -> Result<Box<dyn DepthEngine>, OpenError> {
     match (options.engine, options.provider) {
         (EngineChoice::Ort, _) => Err(OpenError::OrtNotBuilt { what: "--engine ort" }),
         (EngineChoice::Auto, ProviderChoice::Auto) => {

@@ -25,8 +25,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use ort::ep::{self, ExecutionProvider};
 use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider};
 use ort::logging::LogLevel;
 
 /// The oldest ONNX Runtime this build loads (ort feature `api-17`).
@@ -330,8 +330,11 @@ impl Runtime {
             .build()
             .map_err(|source| LibraryError::Environment { path: path.clone(), source })?;
         // ONNX Runtime's INFO messages are many and low-level: pass them on only at -v.
-        let level =
-            if tracing::enabled!(tracing::Level::DEBUG) { LogLevel::Info } else { LogLevel::Warning };
+        let level = if tracing::enabled!(tracing::Level::DEBUG) {
+            LogLevel::Info
+        } else {
+            LogLevel::Warning
+        };
         env.set_log_level(level);
         Ok(Runtime {
             env,

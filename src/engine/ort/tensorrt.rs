@@ -254,7 +254,10 @@ mod tests {
         let sha = "0123456789abcdef0123456789abcdef";
         let key = cache_key(sha, Precision::Fp16, "10.3.0", "NVIDIA Jetson Orin Nano (8GB)");
         assert_eq!(key, "0123456789abcdef-fp16-trt10.3.0-nvidia-jetson-orin-nano-8gb");
-        assert_eq!(cache_key(sha, Precision::Fp32, "", ""), "0123456789abcdef-fp32-trtunknown-unknown");
+        assert_eq!(
+            cache_key(sha, Precision::Fp32, "", ""),
+            "0123456789abcdef-fp32-trtunknown-unknown"
+        );
     }
 
     #[test]
