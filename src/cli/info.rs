@@ -213,7 +213,11 @@ fn print_models(dir: &Path, models: &[ModelInfo]) {
     }
     println!("Models in {}:", dir.display());
     for m in models {
-        let size = format!("{:.1} MB", m.bytes as f64 / 1e6);
+        let size = if m.bytes >= 1_000_000 {
+            format!("{:.1} MB", m.bytes as f64 / 1e6)
+        } else {
+            format!("{:.1} kB", m.bytes as f64 / 1e3)
+        };
         let name = m.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
         if let Some(problem) = &m.problem {
             println!("  {name}  {size}  NOT USABLE: {problem}");

@@ -29,6 +29,7 @@ pub enum EngineError {
     },
 }
 
+pub mod checked;
 pub mod gpu;
 pub mod native;
 #[cfg(feature = "ort")]

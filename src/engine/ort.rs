@@ -313,14 +313,16 @@ impl OrtEngine {
         let label = self.provider();
         match &self.assignment {
             Some(a) => tracing::info!(
-                "ONNX Runtime {} runs {model} on {label} ({}; {})",
+                "ONNX Runtime {} runs {model} (input {:?}) on {label} ({}; {})",
                 self.runtime.version,
+                self.input_shape(),
                 self.precision,
                 a.summary()
             ),
             None => tracing::info!(
-                "ONNX Runtime {} runs {model} on {label} ({})",
+                "ONNX Runtime {} runs {model} (input {:?}) on {label} ({})",
                 self.runtime.version,
+                self.input_shape(),
                 self.precision
             ),
         }

@@ -73,6 +73,12 @@ impl Default for EngineOptions {
 }
 
 impl EngineOptions {
+    /// The same options in fp32: what to reopen with when live validation finds an fp16 or int8
+    /// engine producing NaN, blank or divergent frames.
+    pub fn fp32(&self) -> EngineOptions {
+        EngineOptions { fp16: false, int8: false, calibration: None, ..self.clone() }
+    }
+
     /// The precision a TensorRT engine would be built in.
     pub fn precision(&self) -> super::parity::Precision {
         use super::parity::Precision;
@@ -126,6 +132,9 @@ fn native_checked(
     model: &Path,
     options: &EngineOptions,
 ) -> Result<Box<dyn DepthEngine>, OpenError> {
+    if options.engine == EngineChoice::Native && options.provider != ProviderChoice::Auto {
+        tracing::warn!("--ep {:?} is ignored: the native engine runs on the CPU", options.provider);
+    }
     if options.int8 {
         return Err(OpenError::NativePrecision { flag: "--int8" });
     }
