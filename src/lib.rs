@@ -20,3 +20,4 @@ pub mod postprocess;
 pub mod display;
 pub mod record;
 pub mod live;
+pub mod bench;

@@ -30,6 +30,7 @@ fn init_logging(verbose: u8) {
 
 fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
+        cli::Command::Bench(args) => cli::bench::run(args),
         cli::Command::Infer(args) => cli::infer::run(args),
         cli::Command::Live(args) => cli::live::run(args),
         cli::Command::Info(args) => cli::info::run(args),

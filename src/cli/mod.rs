@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use imexdepth::engine::select::{EngineChoice, EngineOptions, ProviderChoice};
 
+pub mod bench;
 pub mod infer;
 pub mod info;
 pub mod live;
@@ -24,6 +25,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Latency per pipeline stage with percentiles; --compare runs configurations
+    /// interleaved and prints ratios.
+    Bench(bench::BenchArgs),
     /// Depth for still images: 16-bit millimetre PNGs and colour pictures, a line per image.
     Infer(infer::InferArgs),
     /// Live depth from a camera, video or photographs: window or headless, with recording.

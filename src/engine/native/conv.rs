@@ -111,6 +111,9 @@ fn im2col(x: &[f32], h: usize, w: usize, conv: &Conv2d, ho: usize, wo: usize, co
     col.par_chunks_mut(ho * wo).enumerate().for_each(|(row, dst)| {
         let (ch, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
         let xc = &x[ch * h * w..(ch + 1) * h * w];
+        // Output columns q whose input column q*s + j - p lies inside the row.
+        let q_lo = ((p - j as isize).max(0) as usize).div_ceil(s).min(wo);
+        let q_hi = ((w as isize + p - j as isize).max(0) as usize).div_ceil(s).clamp(q_lo, wo);
         for (r, drow) in dst.chunks_exact_mut(wo).enumerate() {
             let y = (r * s + i) as isize - p;
             if y < 0 || y >= h as isize {
@@ -118,9 +121,15 @@ fn im2col(x: &[f32], h: usize, w: usize, conv: &Conv2d, ho: usize, wo: usize, co
                 continue;
             }
             let xrow = &xc[y as usize * w..][..w];
-            for (q, d) in drow.iter_mut().enumerate() {
-                let xx = (q * s + j) as isize - p;
-                *d = if xx >= 0 && xx < w as isize { xrow[xx as usize] } else { 0.0 };
+            drow[..q_lo].fill(0.0);
+            drow[q_hi..].fill(0.0);
+            let first = q_lo * s + j - p as usize;
+            if s == 1 {
+                drow[q_lo..q_hi].copy_from_slice(&xrow[first..first + (q_hi - q_lo)]);
+            } else {
+                for (d, x) in drow[q_lo..q_hi].iter_mut().zip(xrow[first..].iter().step_by(s)) {
+                    *d = *x;
+                }
             }
         }
     });

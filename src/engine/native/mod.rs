@@ -36,6 +36,26 @@ enum Op {
     AddTensor { data: Vec<f32>, shape: [usize; 4] },
 }
 
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Normalize { .. } => "normalize",
+            Op::Conv(c) if c.groups > 1 => "conv_grouped",
+            Op::Conv(c) if c.kh == 1 => "conv1x1",
+            Op::Conv(_) => "conv",
+            Op::Affine { .. } => "affine",
+            Op::Map(_) => "map",
+            Op::Linear { .. } => "linear",
+            Op::Add { .. } => "add",
+            Op::Imex { .. } => "imex",
+            Op::Upsample { .. } => "upsample",
+            Op::Concat => "concat",
+            Op::Coords => "coords",
+            Op::AddTensor { .. } => "add_tensor",
+        }
+    }
+}
+
 struct Step {
     op: Op,
     inputs: Vec<usize>,
@@ -90,6 +110,22 @@ impl NativeEngine {
         self.macs
     }
 
+    /// Runs once and returns each step's op, output shape and wall time (for `-v` profiling
+    /// and benchmarks).
+    pub fn profile(&mut self, input: &Tensor) -> Result<Vec<(&'static str, [usize; 4], f64)>, EngineError> {
+        self.check_input(input)?;
+        let mut values: Vec<Option<Tensor>> = (0..self.slots).map(|_| None).collect();
+        values[0] = Some(input.clone());
+        let mut times = Vec::with_capacity(self.steps.len());
+        for i in 0..self.steps.len() {
+            let start = std::time::Instant::now();
+            let out = self.execute(i, &mut values);
+            times.push((self.steps[i].op.name(), out.shape, start.elapsed().as_secs_f64() * 1e3));
+            values[self.steps[i].output] = Some(out);
+        }
+        Ok(times)
+    }
+
     fn check_input(&self, input: &Tensor) -> Result<(), EngineError> {
         if input.shape != self.model.input.shape {
             let (expected, found) = (self.model.input.shape, input.shape);
@@ -100,29 +136,45 @@ impl NativeEngine {
 
     fn execute(&mut self, step_index: usize, values: &mut [Option<Tensor>]) -> Tensor {
         let step = &self.steps[step_index];
-        let arg = |i: usize| values[step.inputs[i]].as_ref().expect("slot written before read");
+        // The first input, owned: taken when this step is its last reader, else copied.
+        let first = step.inputs[0];
+        let reused = step.release.contains(&first) && !step.inputs[1..].contains(&first);
+        let mut own_first = || match reused {
+            true => values[first].take().expect("slot written before read"),
+            false => values[first].clone().expect("slot written before read"),
+        };
         match &step.op {
-            Op::Normalize { mean, std } => ops::normalize(arg(0), mean, std),
-            Op::Affine { scale, bias } => ops::affine(arg(0), scale, bias),
-            Op::Map(f) => ops::map(arg(0), f),
-            Op::Linear { a, b } => ops::map(arg(0), |v| a * v + b),
-            Op::Add { k } => ops::add_scaled(arg(0), arg(1), *k),
-            Op::Upsample { scale, mode } => ops::upsample(arg(0), *scale, *mode),
-            Op::Concat => ops::concat(&step.inputs.iter().map(|&i| values[i].as_ref().expect("slot written before read")).collect::<Vec<_>>()),
-            Op::Coords => ops::coords(arg(0)),
-            Op::AddTensor { data, shape } => ops::add_broadcast(arg(0), data, *shape),
+            Op::Normalize { mean, std } => ops::normalize(own_first(), mean, std),
+            Op::Affine { scale, bias } => ops::affine(own_first(), scale, bias),
+            Op::Map(f) => ops::map(own_first(), f),
+            Op::Linear { a, b } => ops::map(own_first(), |v| a * v + b),
+            Op::AddTensor { data, shape } => ops::add_broadcast(own_first(), data, *shape),
+            Op::Add { k } => {
+                let a = own_first();
+                ops::add_scaled(a, values[step.inputs[1]].as_ref().expect("slot written"), *k)
+            }
             Op::Imex { plan } => {
-                let (y, f) = (arg(0), arg(1));
-                let mut out = y.clone();
+                let mut y = own_first();
+                let f = values[step.inputs[1]].as_ref().expect("slot written before read");
                 let image = f.c() * f.h() * f.w();
-                for (o, fi) in out.data.chunks_exact_mut(image).zip(f.data.chunks_exact(image)) {
+                for (o, fi) in y.data.chunks_exact_mut(image).zip(f.data.chunks_exact(image)) {
                     plan.solve_image(fi, o, true);
                 }
-                out
+                y
             }
-            Op::Conv(conv) => run_conv(conv, arg(0), &mut self.im2col),
+            Op::Upsample { scale, mode } => ops::upsample(read(values, first), *scale, *mode),
+            Op::Coords => ops::coords(read(values, first)),
+            Op::Concat => {
+                let parts: Vec<&Tensor> = step.inputs.iter().map(|&i| read(values, i)).collect();
+                ops::concat(&parts)
+            }
+            Op::Conv(conv) => run_conv(conv, read(values, first), &mut self.im2col),
         }
     }
+}
+
+fn read(values: &[Option<Tensor>], slot: usize) -> &Tensor {
+    values[slot].as_ref().expect("slot written before read")
 }
 
 fn run_conv(conv: &Conv2d, x: &Tensor, col: &mut Vec<f32>) -> Tensor {
@@ -355,4 +407,21 @@ impl<'a> Builder<'a> {
         }
         (self.steps, self.shapes.len(), self.macs)
     }
+}
+
+/// The machine's float32 multiply-add rate on large matrix products through the engine's own
+/// `gemm` kernel (all rayon threads), measured for about `budget`: the compute floor's
+/// denominator.
+pub fn peak_macs_per_second(budget: std::time::Duration) -> f64 {
+    const N: usize = 384;
+    let lhs: Vec<f32> = (0..N * N).map(|i| (i % 17) as f32 * 0.01).collect();
+    let rhs: Vec<f32> = (0..N * N).map(|i| (i % 13) as f32 * 0.01).collect();
+    let mut out = vec![0.0f32; N * N];
+    gemm::matmul_acc(&mut out, &lhs, &rhs, N, N, N); // warm-up
+    let (start, mut runs) = (std::time::Instant::now(), 0u64);
+    while runs < 3 || start.elapsed() < budget {
+        gemm::matmul_acc(&mut out, &lhs, &rhs, N, N, N);
+        runs += 1;
+    }
+    (runs * (N * N * N) as u64) as f64 / start.elapsed().as_secs_f64()
 }

@@ -4,34 +4,33 @@ use crate::model::UpsampleMode;
 use crate::tensor::Tensor;
 
 /// `(x - mean_c) / std_c`.
-pub fn normalize(x: &Tensor, mean: &[f32], std: &[f32]) -> Tensor {
+pub fn normalize(x: Tensor, mean: &[f32], std: &[f32]) -> Tensor {
     per_channel(x, |c, v| (v - mean[c]) / std[c])
 }
 
 /// `x * scale_c + bias_c`.
-pub fn affine(x: &Tensor, scale: &[f32], bias: &[f32]) -> Tensor {
+pub fn affine(x: Tensor, scale: &[f32], bias: &[f32]) -> Tensor {
     per_channel(x, |c, v| v * scale[c] + bias[c])
 }
 
-fn per_channel(x: &Tensor, f: impl Fn(usize, f32) -> f32) -> Tensor {
-    let plane = x.h() * x.w();
-    let mut out = x.clone();
-    for (i, chunk) in out.data.chunks_exact_mut(plane).enumerate() {
-        let c = i % x.c();
-        chunk.iter_mut().for_each(|v| *v = f(c, *v));
+fn per_channel(mut x: Tensor, f: impl Fn(usize, f32) -> f32) -> Tensor {
+    let (plane, channels) = (x.h() * x.w(), x.c());
+    for (i, chunk) in x.data.chunks_exact_mut(plane).enumerate() {
+        chunk.iter_mut().for_each(|v| *v = f(i % channels, *v));
     }
-    out
+    x
 }
 
-/// An elementwise map.
-pub fn map(x: &Tensor, f: impl Fn(f32) -> f32) -> Tensor {
-    Tensor { shape: x.shape, data: x.data.iter().map(|&v| f(v)).collect() }
+/// An elementwise map, in place.
+pub fn map(mut x: Tensor, f: impl Fn(f32) -> f32) -> Tensor {
+    x.data.iter_mut().for_each(|v| *v = f(*v));
+    x
 }
 
-/// `a + k b`, same shapes (checked at load).
-pub fn add_scaled(a: &Tensor, b: &Tensor, k: f32) -> Tensor {
-    let data = a.data.iter().zip(&b.data).map(|(a, b)| a + k * b).collect();
-    Tensor { shape: a.shape, data }
+/// `a + k b`, same shapes (checked at load), in place in `a`.
+pub fn add_scaled(mut a: Tensor, b: &Tensor, k: f32) -> Tensor {
+    a.data.iter_mut().zip(&b.data).for_each(|(a, b)| *a += k * b);
+    a
 }
 
 /// PyTorch's softplus (threshold 20: `x` itself above it).
@@ -44,10 +43,10 @@ pub fn sigmoid(v: f32) -> f32 {
 }
 
 /// `x + t`, `t` of shape `[1, C or 1, H or 1, W or 1]` broadcast.
-pub fn add_broadcast(x: &Tensor, t: &[f32], tshape: [usize; 4]) -> Tensor {
+pub fn add_broadcast(x: Tensor, t: &[f32], tshape: [usize; 4]) -> Tensor {
     let [n, c, h, w] = x.shape;
     let idx = |dim: usize, i: usize| if tshape[dim] == 1 { 0 } else { i };
-    let mut out = x.clone();
+    let mut out = x;
     for ni in 0..n {
         for ci in 0..c {
             for hi in 0..h {
