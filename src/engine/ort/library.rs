@@ -148,7 +148,10 @@ impl LibrarySearch {
                 if !path.is_file() {
                     return Err(LibraryError::Missing { path: path.clone(), origin });
                 }
-                return Ok(Located { path: path.clone(), origin });
+                // ort resolves a relative path against the executable's folder first: make it
+                // absolute so the file checked here is the file loaded.
+                let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                return Ok(Located { path, origin });
             }
         }
         let lists = [(&self.project, Origin::Project), (&self.system, Origin::System)];
