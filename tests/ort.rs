@@ -330,3 +330,40 @@ fn validate_passes_on_the_fixtures_with_ort_cpu() {
         assert!(row["max_relative"].as_f64().unwrap() <= 1e-4, "{row}");
     }
 }
+
+#[test]
+fn a_file_that_is_not_a_library_is_refused_and_auto_falls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libonnxruntime.so");
+    std::fs::write(&fake, b"not an ELF file").unwrap();
+    let out = Command::new(common::bin())
+        .args(["info", "--json", "--ort-lib"])
+        .arg(&fake)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ort = &info["onnxruntime"];
+    assert_eq!((ort["found"].as_bool(), ort["loaded"].as_bool()), (Some(true), Some(false)));
+    assert!(ort["problem"].as_str().unwrap().contains("could not load"), "{ort}");
+    assert_eq!(ort["auto_engine"], "native");
+}
+
+#[test]
+fn validate_with_a_provider_the_library_lacks_fails_with_its_name() {
+    let Some(runtime) = runtime() else { return };
+    if runtime.offers(Provider::Cuda) {
+        eprintln!("library offers cuda: check not applicable");
+        return;
+    }
+    let out = Command::new(common::bin())
+        .args(["validate", "--engine", "ort", "--ep", "cuda", "--model"])
+        .arg(fixture_model("tiny-imex-periodic"))
+        .arg("--ort-lib")
+        .arg(&runtime.path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("built without the cuda execution provider"), "{stderr}");
+}
