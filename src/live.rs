@@ -338,7 +338,8 @@ pub fn run(
         failure: Mutex::new(None),
     });
     let capture_done = spawn_capture(source, shared.clone());
-    let worker = Worker { shared: shared.clone(), preprocessor, engine, output: config.output.clone() };
+    let worker =
+        Worker { shared: shared.clone(), preprocessor, engine, output: config.output.clone() };
     let inference = std::thread::Builder::new()
         .name("inference".into())
         .spawn(move || worker.run())
@@ -517,13 +518,14 @@ impl Output {
     fn new(config: &LiveConfig, nominal_fps: Option<f64>) -> Result<Self, LiveError> {
         let [_, _, h, w] = config.input.shape;
         let size = postprocess::canvas_size(w as u32, h as u32);
-        let display = config.window.and_then(|scale| match Display::open("imexdepth live", size, scale) {
-            Ok(display) => Some(display),
-            Err(error) => {
-                tracing::warn!(%error, "running headless");
-                None
-            }
-        });
+        let display =
+            config.window.and_then(|scale| match Display::open("imexdepth live", size, scale) {
+                Ok(display) => Some(display),
+                Err(error) => {
+                    tracing::warn!(%error, "running headless");
+                    None
+                }
+            });
         let pending_sinks = PendingSinks {
             mp4: config.record_mp4.clone(),
             raw: config.record_raw.clone(),
@@ -648,11 +650,17 @@ impl Output {
             self.hud.fps = if self.shown <= 1 { fps } else { 0.9 * self.hud.fps + 0.1 * fps };
         }
         let ms = latency as f64 / 1000.0;
-        self.hud.latency_ms = if self.shown == 0 { ms } else { 0.9 * self.hud.latency_ms + 0.1 * ms };
+        self.hud.latency_ms =
+            if self.shown == 0 { ms } else { 0.9 * self.hud.latency_ms + 0.1 * ms };
         self.shown += 1;
     }
 
-    fn hud_lines(&mut self, shared: &Shared, depth: &DepthMap, range: postprocess::DepthRange) -> Vec<String> {
+    fn hud_lines(
+        &mut self,
+        shared: &Shared,
+        depth: &DepthMap,
+        range: postprocess::DepthRange,
+    ) -> Vec<String> {
         let engine_ms = shared.stats().engine_us.mean() / 1000.0;
         self.hud.engine_ms = engine_ms;
         let drops = shared.frames.dropped() + shared.results.dropped();
@@ -661,9 +669,17 @@ impl Output {
         let rec = if self.recording && !self.sinks.is_empty() { "  REC" } else { "" };
         let mut lines = vec![
             format!("{:5.1} fps  latency {:.0} ms", self.hud.fps, self.hud.latency_ms),
-            format!("{} ({}) {:.0} ms", self.pending_sinks.info.engine, self.pending_sinks.info.provider, engine_ms),
+            format!(
+                "{} ({}) {:.0} ms",
+                self.pending_sinks.info.engine, self.pending_sinks.info.provider, engine_ms
+            ),
             format!("dropped {drops}{rec}"),
-            format!("{} {}-{} {unit} {mode}", self.style.palette.map.name(), postprocess::format_depth(range.near), postprocess::format_depth(range.far)),
+            format!(
+                "{} {}-{} {unit} {mode}",
+                self.style.palette.map.name(),
+                postprocess::format_depth(range.near),
+                postprocess::format_depth(range.far)
+            ),
         ];
         let panel = (depth.width, depth.height);
         if let Some((x, y)) = self.pointer
@@ -683,7 +699,13 @@ impl Output {
             self.open_sinks(canvas.dimensions())?;
         }
         let captured = result.frame.captured.saturating_duration_since(self.started);
-        let shown = Shown { canvas, view: &result.view, depth: &result.depth, captured, seq: result.frame.seq };
+        let shown = Shown {
+            canvas,
+            view: &result.view,
+            depth: &result.depth,
+            captured,
+            seq: result.frame.seq,
+        };
         let mut failed = Vec::new();
         for (i, sink) in self.sinks.iter_mut().enumerate() {
             if let Err(error) = sink.write(&shown) {
@@ -707,7 +729,8 @@ impl Output {
             self.sinks.push(sink);
         }
         if let Some(dir) = &pending.raw {
-            let sink = record::RawRecorder::create(dir, pending.info.clone()).map_err(LiveError::Record)?;
+            let sink = record::RawRecorder::create(dir, pending.info.clone())
+                .map_err(LiveError::Record)?;
             tracing::info!(dir = %dir.display(), "recording raw frames");
             self.sinks.push(Box::new(sink));
         }
@@ -741,8 +764,14 @@ impl Output {
         match action {
             Action::Quit => {}
             Action::NextView => style.view = style.view.next(),
-            Action::NextColormap => style.palette = postprocess::Palette::new(style.palette.map.next(), style.palette.inverted),
-            Action::Invert => style.palette = postprocess::Palette::new(style.palette.map, !style.palette.inverted),
+            Action::NextColormap => {
+                style.palette =
+                    postprocess::Palette::new(style.palette.map.next(), style.palette.inverted)
+            }
+            Action::Invert => {
+                style.palette =
+                    postprocess::Palette::new(style.palette.map, !style.palette.inverted)
+            }
             Action::ToggleRange => self.range.toggle(),
             Action::AlphaUp => style.alpha = (style.alpha + 0.1).min(1.0),
             Action::AlphaDown => style.alpha = (style.alpha - 0.1).max(0.0),
@@ -754,7 +783,9 @@ impl Output {
 
     fn toggle_recording(&mut self) {
         if self.pending_sinks.mp4.is_none() && self.pending_sinks.raw.is_none() {
-            tracing::warn!("nothing to record to: start with --record FILE.mp4 or --record-raw DIR");
+            tracing::warn!(
+                "nothing to record to: start with --record FILE.mp4 or --record-raw DIR"
+            );
             return;
         }
         self.recording = !self.recording;
@@ -764,7 +795,14 @@ impl Output {
         tracing::info!(recording = self.recording, "recording toggled");
     }
 
-    fn finish(mut self, shared: &Shared, end: EndReason, source: String, engine: String, provider: String) -> Summary {
+    fn finish(
+        mut self,
+        shared: &Shared,
+        end: EndReason,
+        source: String,
+        engine: String,
+        provider: String,
+    ) -> Summary {
         for sink in std::mem::take(&mut self.sinks) {
             self.finish_sink(sink);
         }

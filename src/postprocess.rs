@@ -267,7 +267,8 @@ impl RangeTracker {
 /// The `(lo, hi)` quantiles of the finite values of `data`, from an evenly strided sample.
 pub fn percentiles(data: &[f32], (lo, hi): (f32, f32)) -> Option<(f32, f32)> {
     let stride = data.len().div_ceil(PERCENTILE_SAMPLES).max(1);
-    let mut sample: Vec<f32> = data.iter().step_by(stride).copied().filter(|v| v.is_finite()).collect();
+    let mut sample: Vec<f32> =
+        data.iter().step_by(stride).copied().filter(|v| v.is_finite()).collect();
     if sample.is_empty() {
         return None;
     }
@@ -407,7 +408,13 @@ pub fn depth_under(depth: &DepthMap, panel: (u32, u32), x: u32, y: u32) -> Optio
 }
 
 /// The colour bar: far at the top, near at the bottom, five labelled ticks and the unit.
-fn draw_colour_bar(canvas: &mut RgbImage, x0: u32, range: DepthRange, unit: DepthUnit, palette: &Palette) {
+fn draw_colour_bar(
+    canvas: &mut RgbImage,
+    x0: u32,
+    range: DepthRange,
+    unit: DepthUnit,
+    palette: &Palette,
+) {
     let h = canvas.height();
     let (top, bottom) = (14u32, h.saturating_sub(6));
     if bottom <= top + 4 {
@@ -471,7 +478,8 @@ pub const HUD_TEXT: [u8; 3] = [255, 255, 96];
 /// Draws `text` in the 8x8 font with its top left at `(x, y)`, clipped to the canvas.
 pub fn draw_text(canvas: &mut RgbImage, x: u32, y: u32, text: &str, colour: [u8; 3]) {
     for (i, ch) in text.chars().enumerate() {
-        let glyph = font8x8::legacy::BASIC_LEGACY[if ch.is_ascii() { ch as usize } else { '?' as usize }];
+        let glyph =
+            font8x8::legacy::BASIC_LEGACY[if ch.is_ascii() { ch as usize } else { '?' as usize }];
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 let (px, py) = (x + 8 * i as u32 + col, y + row as u32);

@@ -177,8 +177,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_specs() {
-        assert!(matches!(Preprocessor::new(&spec([1, 3, 4, 4], "bgr")), Err(PreprocessError::Color { .. })));
-        assert!(matches!(Preprocessor::new(&spec([2, 3, 4, 4], "rgb")), Err(PreprocessError::Shape { .. })));
+        assert!(matches!(
+            Preprocessor::new(&spec([1, 3, 4, 4], "bgr")),
+            Err(PreprocessError::Color { .. })
+        ));
+        assert!(matches!(
+            Preprocessor::new(&spec([2, 3, 4, 4], "rgb")),
+            Err(PreprocessError::Shape { .. })
+        ));
         assert!(Preprocessor::new(&spec([1, 1, 4, 4], "gray")).is_ok());
     }
 }

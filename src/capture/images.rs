@@ -36,7 +36,15 @@ impl ImageSource {
         }
         let pacer = Pacer::new(fps);
         let spec = spec.to_string();
-        Ok(Self { spec, paths, pacer, fps, looping: options.looping.unwrap_or(true), next: 0, seq: 0 })
+        Ok(Self {
+            spec,
+            paths,
+            pacer,
+            fps,
+            looping: options.looping.unwrap_or(true),
+            next: 0,
+            seq: 0,
+        })
     }
 
     /// The files played, in order.
@@ -79,8 +87,9 @@ pub fn load_rgb(path: &Path) -> Result<image::RgbImage, CaptureError> {
     let reader = reader
         .with_guessed_format()
         .map_err(|source| CaptureError::Io { path: path.to_path_buf(), source })?;
-    let decoded =
-        reader.decode().map_err(|source| CaptureError::Image { path: path.to_path_buf(), source })?;
+    let decoded = reader
+        .decode()
+        .map_err(|source| CaptureError::Image { path: path.to_path_buf(), source })?;
     Ok(decoded.into_rgb8())
 }
 
@@ -103,7 +112,10 @@ pub fn list_images(spec: &str) -> Result<Vec<PathBuf>, CaptureError> {
     Ok(paths)
 }
 
-fn read_dir_matching(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>, CaptureError> {
+fn read_dir_matching(
+    dir: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<PathBuf>, CaptureError> {
     let io_error = |source| CaptureError::Io { path: dir.to_path_buf(), source };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error)? {

@@ -85,8 +85,12 @@ impl Mp4Source {
                 .read_sample(self.track, id)
                 .map_err(|e| bad_file(&self.path, e.to_string()))?;
             let Some(sample) = sample else { continue };
-            let annex_b = to_annex_b(&sample.bytes, sample.is_sync.then_some(&self.parameter_sets[..]));
-            let decoded = self.decoder.decode(&annex_b).map_err(|e| decode_error(&self.path, id.into(), e))?;
+            let annex_b =
+                to_annex_b(&sample.bytes, sample.is_sync.then_some(&self.parameter_sets[..]));
+            let decoded = self
+                .decoder
+                .decode(&annex_b)
+                .map_err(|e| decode_error(&self.path, id.into(), e))?;
             if let Some(yuv) = decoded {
                 return Ok(Some(to_rgb(&yuv)));
             }
@@ -98,7 +102,12 @@ impl Mp4Source {
 impl FrameSource for Mp4Source {
     fn describe(&self) -> String {
         let (w, h) = self.size;
-        format!("{} (H.264 MP4 {w}x{h}, {} frames @ {:.2} fps)", self.path.display(), self.samples, self.fps)
+        format!(
+            "{} (H.264 MP4 {w}x{h}, {} frames @ {:.2} fps)",
+            self.path.display(),
+            self.samples,
+            self.fps
+        )
     }
 
     fn nominal_fps(&self) -> Option<f64> {

@@ -5,11 +5,14 @@
 //!
 //! 1. a format imexdepth decodes (cameras offering only others, e.g. Bayer, are refused with
 //!    the list of what they offer);
-//! 2. the requested size, else the smallest larger size, else the largest smaller one;
-//! 3. a rate at or above the requested one (the lowest such), else the highest;
-//! 4. the preferred format (`--pixel-format`), then YUYV (no decode cost, lowest latency)
-//!    where it reaches the rate, then MJPEG (what USB 2 cameras need for large sizes at full
-//!    rate), then NV12.
+//! 2. the requested size exactly;
+//! 3. a rate at or above the requested one (live depth wants rate more than pixels: a YUYV
+//!    camera asked for 800x600 at 30 fps gets 640x480 at 30, not 1280x960 at 7.5);
+//! 4. the preferred format (`--pixel-format`);
+//! 5. the closest size: the smallest larger one, else the largest smaller one;
+//! 6. YUYV (no decode cost, lowest latency) where it reaches the rate, then MJPEG (what USB 2
+//!    cameras need for large sizes at full rate), then NV12;
+//! 7. the rate closest to the requested one.
 //!
 //! A preferred format the camera lacks is not an error: the choice falls back and says so.
 

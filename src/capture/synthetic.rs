@@ -85,11 +85,7 @@ pub fn render(width: u32, height: u32, t: f32) -> image::RgbImage {
         if dx * dx + dy * dy <= 1.0 {
             return ball(dx, dy);
         }
-        if y < horizon {
-            wall(x / w, y / horizon)
-        } else {
-            floor(x - w / 2.0, y - horizon, t)
-        }
+        if y < horizon { wall(x / w, y / horizon) } else { floor(x - w / 2.0, y - horizon, t) }
     })
 }
 

@@ -103,7 +103,12 @@ impl FrameSource for CameraSource {
             match self.grab() {
                 Ok(image) => {
                     let captured = Instant::now();
-                    let frame = Frame { image, captured, timestamp: captured - self.started, seq: self.seq };
+                    let frame = Frame {
+                        image,
+                        captured,
+                        timestamp: captured - self.started,
+                        seq: self.seq,
+                    };
                     self.seq += 1;
                     return Ok(Some(frame));
                 }
@@ -118,7 +123,11 @@ impl FrameSource for CameraSource {
 
 /// `/dev/videoN` from `N` or a path.
 pub fn device_path(spec: &str) -> String {
-    if spec.bytes().all(|b| b.is_ascii_digit()) { format!("/dev/video{spec}") } else { spec.to_string() }
+    if spec.bytes().all(|b| b.is_ascii_digit()) {
+        format!("/dev/video{spec}")
+    } else {
+        spec.to_string()
+    }
 }
 
 fn camera_error(device: &str) -> impl Fn(std::io::Error) -> CaptureError + '_ {
@@ -126,28 +135,42 @@ fn camera_error(device: &str) -> impl Fn(std::io::Error) -> CaptureError + '_ {
 }
 
 /// Opens the device, negotiates, sets the format and rate, and maps the buffers.
-fn open_stream(device: &str, request: &Request, timeout: Duration) -> Result<(MmapStream<'static>, Choice, u32), CaptureError> {
+fn open_stream(
+    device: &str,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(MmapStream<'static>, Choice, u32), CaptureError> {
     let dev = Device::with_path(device).map_err(camera_error(device))?;
     let caps = capabilities(&dev).map_err(camera_error(device))?;
     let choice = negotiate::negotiate(&caps, request)?;
     if choice.fell_back {
-        tracing::warn!(device, chosen = ?choice.format, wanted = ?request.preference, "preferred pixel format not offered");
+        let (chosen, wanted) = (choice.format, request.preference);
+        tracing::warn!(device, ?chosen, ?wanted, "preferred pixel format not offered");
     }
-    let fourcc = v4l::FourCC::new(&choice.format.fourcc().0);
-    let mut format = dev.format().map_err(camera_error(device))?;
-    (format.width, format.height, format.fourcc) = (choice.width, choice.height, fourcc);
-    let set = dev.set_format(&format).map_err(camera_error(device))?;
+    let set = set_mode(&dev, &choice).map_err(camera_error(device))?;
+    let choice = Choice { width: set.width, height: set.height, ..choice };
+    let (format, fps) = (choice.format, choice.fps);
+    tracing::info!(device, ?format, width = set.width, height = set.height, ?fps, "camera mode");
+    let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, BUFFERS)
+        .map_err(camera_error(device))?;
+    stream.set_timeout(timeout);
+    Ok((stream, choice, set.stride))
+}
+
+/// Asks for the negotiated format, size and rate; returns the format the driver set.
+fn set_mode(dev: &Device, choice: &Choice) -> std::io::Result<v4l::Format> {
+    let mut format = dev.format()?;
+    format.width = choice.width;
+    format.height = choice.height;
+    format.fourcc = v4l::FourCC::new(&choice.format.fourcc().0);
+    let set = dev.set_format(&format)?;
     if let Some(fps) = choice.fps {
         let params = v4l::video::capture::Parameters::with_fps(fps.round().max(1.0) as u32);
         if let Err(error) = dev.set_params(&params) {
-            tracing::warn!(device, %error, "could not set the frame rate");
+            tracing::warn!(%error, "could not set the frame rate");
         }
     }
-    let choice = Choice { width: set.width, height: set.height, ..choice };
-    tracing::info!(device, format = ?choice.format, width = set.width, height = set.height, fps = ?choice.fps, "camera mode");
-    let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, BUFFERS).map_err(camera_error(device))?;
-    stream.set_timeout(timeout);
-    Ok((stream, choice, set.stride))
+    Ok(set)
 }
 
 /// What the camera lists, as negotiation input.
@@ -173,7 +196,8 @@ fn frame_sizes(size: FrameSizeEnum) -> Vec<(u32, u32)> {
         FrameSizeEnum::Discrete(d) => vec![(d.width, d.height)],
         FrameSizeEnum::Stepwise(s) => {
             let mut v = vec![(s.min_width, s.min_height), (s.max_width, s.max_height)];
-            let inside = (s.min_width..=s.max_width).contains(&640) && (s.min_height..=s.max_height).contains(&480);
+            let inside = (s.min_width..=s.max_width).contains(&640)
+                && (s.min_height..=s.max_height).contains(&480);
             if inside {
                 v.push((640, 480));
             }
@@ -197,19 +221,28 @@ fn frame_rates(dev: &Device, fourcc: v4l::FourCC, width: u32, height: u32) -> Ve
 /// One buffer to RGB; rows padded to `stride` bytes are repacked.
 fn convert(data: &[u8], choice: &Choice, stride: u32) -> std::io::Result<image::RgbImage> {
     let (w, h) = (choice.width, choice.height);
-    let short = |need: usize| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("buffer of {} bytes, expected {need}", data.len()));
+    let short = |need: usize| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("buffer of {} bytes, expected {need}", data.len()),
+        )
+    };
     match choice.format {
         PixelFormat::Mjpeg => image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
             .map(|i| i.into_rgb8())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         PixelFormat::Yuyv => {
-            let packed = unpad(data, w as usize * 2, stride as usize, h as usize).ok_or_else(|| short(w as usize * 2 * h as usize))?;
+            let packed = unpad(data, w as usize * 2, stride as usize, h as usize)
+                .ok_or_else(|| short(w as usize * 2 * h as usize))?;
             Ok(yuv::yuyv_to_rgb(&packed, w, h))
         }
         PixelFormat::Nv12 => {
             let rows = h as usize + (h as usize).div_ceil(2);
-            let packed = unpad(data, w as usize, stride as usize, rows).ok_or_else(|| short(w as usize * rows))?;
-            if packed.len() < w as usize * h as usize + 2 * (w as usize).div_ceil(2) * (h as usize).div_ceil(2) {
+            let packed = unpad(data, w as usize, stride as usize, rows)
+                .ok_or_else(|| short(w as usize * rows))?;
+            if packed.len()
+                < w as usize * h as usize + 2 * (w as usize).div_ceil(2) * (h as usize).div_ceil(2)
+            {
                 return Err(short(w as usize * rows));
             }
             Ok(yuv::nv12_to_rgb(&packed, w, h))

@@ -248,7 +248,8 @@ mod tests {
     fn round_trip_and_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.y4m");
-        let frames: Vec<_> = (0..3).map(|i| super::super::synthetic::render(16, 8, i as f32)).collect();
+        let frames: Vec<_> =
+            (0..3).map(|i| super::super::synthetic::render(16, 8, i as f32)).collect();
         write_y4m(&path, &frames, 100).unwrap();
         let mut source = Y4mSource::open(&path, &SourceOptions::new("a.y4m")).unwrap();
         for expected in &frames {

@@ -98,16 +98,17 @@ pub struct LiveArgs {
 }
 
 fn parse_size(text: &str) -> Result<(u32, u32), String> {
-    capture::parse_size(text).ok_or_else(|| format!("expected WIDTHxHEIGHT, e.g. 640x480, got {text:?}"))
+    capture::parse_size(text)
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, e.g. 640x480, got {text:?}"))
 }
 
 fn parse_range(text: &str) -> Result<RangeMode, String> {
     if text == "auto" {
         return Ok(RangeMode::Auto);
     }
-    DepthRange::parse(text)
-        .map(RangeMode::Fixed)
-        .ok_or_else(|| format!("expected auto or NEAR:FAR with 0 <= NEAR < FAR, e.g. 0.5:6, got {text:?}"))
+    DepthRange::parse(text).map(RangeMode::Fixed).ok_or_else(|| {
+        format!("expected auto or NEAR:FAR with 0 <= NEAR < FAR, e.g. 0.5:6, got {text:?}")
+    })
 }
 
 /// Runs `imexdepth live`.
@@ -117,7 +118,8 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening model {}", args.engine.model.display()))?;
     let engine = imexdepth::engine::select::open(&args.engine.model, &args.engine.options())
         .with_context(|| format!("opening an engine for {}", args.engine.model.display()))?;
-    let source = capture::open(&source_options(&args)).with_context(|| format!("opening source {}", args.source))?;
+    let source = capture::open(&source_options(&args))
+        .with_context(|| format!("opening source {}", args.source))?;
     let info = RawInfo {
         model: args.engine.model.display().to_string(),
         engine: engine.name().to_string(),
@@ -134,8 +136,20 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
 }
 
 fn source_options(args: &LiveArgs) -> SourceOptions {
-    let looping = if args.looping { Some(true) } else if args.once { Some(false) } else { None };
-    SourceOptions { spec: args.source.clone(), fps: args.fps, size: args.size, pixel_format: args.pixel_format, looping }
+    let looping = if args.looping {
+        Some(true)
+    } else if args.once {
+        Some(false)
+    } else {
+        None
+    };
+    SourceOptions {
+        spec: args.source.clone(),
+        fps: args.fps,
+        size: args.size,
+        pixel_format: args.pixel_format,
+        looping,
+    }
 }
 
 fn live_config(
@@ -189,18 +203,28 @@ fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
         s.dropped_before_inference, s.dropped_before_output, s.source_gaps
     );
     let t = |name: &str, t: &live::Timing| {
-        println!("{name:<10} mean {:.1} ms, p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}", t.mean, t.p50, t.p90, t.p99, t.max);
+        println!(
+            "{name:<10} mean {:.1} ms, p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}",
+            t.mean, t.p50, t.p90, t.p99, t.max
+        );
     };
     t("engine", &s.engine_ms);
     t("frame", &s.pipeline_frame_ms);
     t("preprocess", &s.preprocess_ms);
     t("output", &s.output_ms);
     t("latency", &s.latency_ms);
-    if let (Some(first), Some(last)) = (s.latency_p99_first_minute_ms, s.latency_p99_last_minute_ms) {
+    if let (Some(first), Some(last)) = (s.latency_p99_first_minute_ms, s.latency_p99_last_minute_ms)
+    {
         println!("latency p99 first minute {first:.1} ms, last whole minute {last:.1} ms");
     }
     for f in &s.files {
-        println!("wrote      {} ({} frames, {:.2} s, {} bytes)", f.path.display(), f.frames, f.duration_s, f.bytes);
+        println!(
+            "wrote      {} ({} frames, {:.2} s, {} bytes)",
+            f.path.display(),
+            f.frames,
+            f.duration_s,
+            f.bytes
+        );
     }
     for e in &s.record_errors {
         println!("record error: {e}");
