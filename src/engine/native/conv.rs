@@ -55,15 +55,21 @@ impl Conv2d {
             let xg = &x[g * cin_g * h * w..(g + 1) * cin_g * h * w];
             let outg = &mut out[g * cout_g * ho * wo..(g + 1) * cout_g * ho * wo];
             self.fill_bias(outg, g * cout_g, ho * wo);
-            let rhs: &[f32] = if direct {
-                xg
-            } else {
-                col.resize(k * ho * wo, 0.0);
-                im2col(xg, h, w, self, ho, wo, col);
-                col
-            };
             let lhs = &self.weight[g * cout_g * k..(g + 1) * cout_g * k];
-            super::gemm::matmul_acc(outg, lhs, rhs, cout_g, k, ho * wo);
+            if direct {
+                super::gemm::matmul_acc(outg, lhs, xg, cout_g, k, ho * wo);
+                continue;
+            }
+            // Blocks of whole output rows, so that each unfolded block stays in cache.
+            let rows = (IM2COL_BLOCK / (k * wo)).clamp(1, ho);
+            for r0 in (0..ho).step_by(rows) {
+                let r1 = (r0 + rows).min(ho);
+                let cols = (r1 - r0) * wo;
+                col.resize(k * cols, 0.0);
+                im2col(xg, h, w, self, (r0, r1), wo, col);
+                let block = &mut outg[r0 * wo..];
+                super::gemm::matmul_acc_strided(block, ho * wo, lhs, col, cout_g, k, cols);
+            }
         }
     }
 
@@ -104,17 +110,20 @@ impl Conv2d {
     }
 }
 
-/// Unfolds `x` (`[C, H, W]`) into `col` (`[C * kh * kw, Ho * Wo]`), zeros where padded.
-#[allow(clippy::too_many_arguments)]
-fn im2col(x: &[f32], h: usize, w: usize, conv: &Conv2d, ho: usize, wo: usize, col: &mut [f32]) {
+/// Floats of one unfolded block (`K x rows * Wo`): 256 KiB, to stay in a core's L2 cache.
+const IM2COL_BLOCK: usize = 64 * 1024;
+
+/// Unfolds output rows `r0..r1` of `x` (`[C, H, W]`) into `col` (`[C * kh * kw, (r1 - r0) *
+/// Wo]`), zeros where padded.
+fn im2col(x: &[f32], h: usize, w: usize, conv: &Conv2d, (r0, r1): (usize, usize), wo: usize, col: &mut [f32]) {
     let (kh, kw, s, p) = (conv.kh, conv.kw, conv.stride, conv.padding as isize);
-    col.par_chunks_mut(ho * wo).enumerate().for_each(|(row, dst)| {
+    col.par_chunks_mut((r1 - r0) * wo).enumerate().for_each(|(row, dst)| {
         let (ch, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
         let xc = &x[ch * h * w..(ch + 1) * h * w];
         // Output columns q whose input column q*s + j - p lies inside the row.
         let q_lo = ((p - j as isize).max(0) as usize).div_ceil(s).min(wo);
         let q_hi = ((w as isize + p - j as isize).max(0) as usize).div_ceil(s).clamp(q_lo, wo);
-        for (r, drow) in dst.chunks_exact_mut(wo).enumerate() {
+        for (r, drow) in (r0..r1).zip(dst.chunks_exact_mut(wo)) {
             let y = (r * s + i) as isize - p;
             if y < 0 || y >= h as isize {
                 drow.fill(0.0);

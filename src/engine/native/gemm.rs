@@ -6,7 +6,25 @@
 /// # Panics
 /// If a slice is shorter than its shape says (an internal contract of the engine).
 pub fn matmul_acc(out: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize) {
-    assert!(out.len() >= m * n, "gemm out: need {}x{}, got {} values", m, n, out.len());
+    matmul_acc_strided(out, n, lhs, rhs, m, k, n);
+}
+
+/// As [`matmul_acc`], with `out`'s rows `out_stride` apart (a column block of a wider matrix).
+///
+/// # Panics
+/// If a slice is shorter than its shape says or `out_stride < n`.
+pub fn matmul_acc_strided(
+    out: &mut [f32],
+    out_stride: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    assert!(out_stride >= n, "gemm out stride {out_stride} < {n} columns");
+    let out_len = if m == 0 { 0 } else { (m - 1) * out_stride + n };
+    assert!(out.len() >= out_len, "gemm out: need {}x{} (stride {}), got {} values", m, n, out_stride, out.len());
     assert!(lhs.len() >= m * k, "gemm lhs: need {}x{}, got {} values", m, k, lhs.len());
     assert!(rhs.len() >= k * n, "gemm rhs: need {}x{}, got {} values", k, n, rhs.len());
     if m == 0 || n == 0 || k == 0 {
@@ -24,7 +42,7 @@ pub fn matmul_acc(out: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize,
             k,
             out.as_mut_ptr(),
             1,
-            n as isize,
+            out_stride as isize,
             true,
             lhs.as_ptr(),
             1,
