@@ -345,6 +345,7 @@ pub fn run(
         .spawn(move || worker.run())
         .expect("spawning the inference thread");
     let end = output.run(&shared, &config);
+    output.ended = Some(Instant::now());
     shared.stop.store(true, Ordering::SeqCst);
     let inference_panicked = inference.join().is_err();
     wait_for_capture(capture_done);
@@ -463,7 +464,7 @@ impl Worker {
         if let Some(last) = stats.last_result.replace(now) {
             stats.interval_us.saturating_record(micros(now - last));
         }
-        if stats.inferred % LOG_EVERY == 0 {
+        if stats.inferred.is_multiple_of(LOG_EVERY) {
             tracing::debug!(
                 frames = stats.inferred,
                 engine_ms = stats.engine_us.mean() / 1000.0,
@@ -492,6 +493,8 @@ struct Output {
     minutes: Vec<Histogram<u64>>,
     output_us: Histogram<u64>,
     hud: HudState,
+    /// When the output loop ended (the summary's wall time excludes joining the workers).
+    ended: Option<Instant>,
     pointer: Option<(u32, u32)>,
 }
 
@@ -548,6 +551,7 @@ impl Output {
             minutes: Vec::new(),
             output_us: histogram(),
             hud: HudState::default(),
+            ended: None,
             pointer: None,
         })
     }
@@ -806,7 +810,8 @@ impl Output {
         for sink in std::mem::take(&mut self.sinks) {
             self.finish_sink(sink);
         }
-        let wall_s = self.started.elapsed().as_secs_f64();
+        let ended = self.ended.unwrap_or_else(Instant::now);
+        let wall_s = (ended - self.started).as_secs_f64();
         let stats = shared.stats();
         let minute_p99 = |h: &Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1000.0;
         let whole = self.minutes.len().saturating_sub(1);
