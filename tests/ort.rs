@@ -367,3 +367,31 @@ fn validate_with_a_provider_the_library_lacks_fails_with_its_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("built without the cuda execution provider"), "{stderr}");
 }
+
+#[test]
+fn ort_cpu_matches_native_engine_on_shipped_models() {
+    let Some(runtime) = runtime() else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut models: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    models.retain(|p| p.extension().is_some_and(|x| x == "onnx"));
+    models.sort();
+    if models.is_empty() {
+        eprintln!("no shipped models in {}", dir.display());
+    }
+    for model in models {
+        let mut ort = OrtEngine::open(runtime, &model, &cpu()).unwrap();
+        let mut native = NativeEngine::open(&model).unwrap();
+        let shape = ort.input_shape();
+        // A ramp wrapping every 997 values, in [0, 1) like a scaled photograph.
+        let len: usize = shape.iter().product();
+        let data = (0..len).map(|i| (i % 997) as f32 / 997.0).collect();
+        let input = Tensor::from_vec(shape, data);
+        let (got, want) = (ort.run(&input).unwrap(), native.run(&input).unwrap());
+        assert_eq!(got.shape, want.shape, "{}", model.display());
+        let cmp = compare(&got.data, &want.data, Tier::CrossRuntime);
+        eprintln!("{}: ort cpu vs native: {cmp}", model.display());
+        assert!(cmp.passed(), "{}: {cmp}", model.display());
+    }
+}
