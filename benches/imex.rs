@@ -22,7 +22,9 @@ fn solve_vs_conv(c: &mut Criterion) {
         let mut out = vec![0.0f32; x.len()];
         let lap = [-1.0, -4.0, -1.0, -4.0, 20.0, -4.0, -1.0, -4.0, -1.0].map(|v: f32| v / 6.0);
         let kernels: Vec<Kernel3> = vec![lap; ch];
-        for (name, boundary, pad) in [("solve_periodic", Boundary::Periodic, 0), ("solve_reflect8", Boundary::Reflect, 8)] {
+        for (name, boundary, pad) in
+            [("solve_periodic", Boundary::Periodic, 0), ("solve_reflect8", Boundary::Reflect, 8)]
+        {
             let plan = SolvePlan::new(&kernels, 1.0, 1.0, h, w, boundary, pad).unwrap();
             group.bench_function(BenchmarkId::new(name, &id), |b| {
                 b.iter(|| plan.solve_image(&x, &mut out, true))
@@ -58,7 +60,10 @@ fn forward(c: &mut Criterion) {
             continue;
         };
         let shape = engine.model().input.shape;
-        let input = Tensor::from_vec(shape, values(shape.iter().product()).iter().map(|v| v.abs()).collect());
+        let input = Tensor::from_vec(
+            shape,
+            values(shape.iter().product()).iter().map(|v| v.abs()).collect(),
+        );
         group.bench_function(BenchmarkId::new(name, format!("{}x{}", shape[2], shape[3])), |b| {
             b.iter(|| engine.run(&input).unwrap())
         });

@@ -10,8 +10,11 @@ fn main() {
     let runs: usize = args.next().map_or(5, |r| r.parse().expect("RUNS is a number"));
     let mut engine = NativeEngine::open(path.as_ref()).unwrap_or_else(|e| panic!("{e}"));
     let shape = engine.model().input.shape;
-    let input = Tensor::from_vec(shape, (0..shape.iter().product::<usize>()).map(|i| (i % 255) as f32 / 255.0).collect());
-    let mut totals: Vec<(&str, [usize; 4], f64)> = engine.profile(&input).unwrap();
+    let input = Tensor::from_vec(
+        shape,
+        (0..shape.iter().product::<usize>()).map(|i| (i % 255) as f32 / 255.0).collect(),
+    );
+    let mut totals = engine.profile(&input).unwrap();
     for _ in 1..runs {
         for (t, p) in totals.iter_mut().zip(engine.profile(&input).unwrap()) {
             t.2 += p.2;

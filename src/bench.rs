@@ -51,7 +51,17 @@ impl Config {
         source: Box<dyn FrameSource>,
     ) -> Self {
         let range = RangeTracker::new(RangeMode::Auto);
-        Self { label, engine, preprocessor, output, source, encoder: None, macs: None, range, clock: None }
+        Self {
+            label,
+            engine,
+            preprocessor,
+            output,
+            source,
+            encoder: None,
+            macs: None,
+            range,
+            clock: None,
+        }
     }
 }
 
@@ -197,7 +207,8 @@ fn report(
 
 /// One frame through every stage; the duration of each.
 fn one_frame(c: &mut Config) -> Result<[Duration; 5], BenchError> {
-    let fail = |stage, message: String| BenchError::Stage { label: c.label.clone(), stage, message };
+    let fail =
+        |stage, message: String| BenchError::Stage { label: c.label.clone(), stage, message };
     let t0 = Instant::now();
     let frame = match c.source.next_frame() {
         Ok(Some(frame)) => frame,
@@ -205,13 +216,16 @@ fn one_frame(c: &mut Config) -> Result<[Duration; 5], BenchError> {
         Err(e) => return Err(fail("capture", e.to_string())),
     };
     let t1 = Instant::now();
-    let prepared = c.preprocessor.run(&frame.image).map_err(|e| fail("preprocess", e.to_string()))?;
+    let prepared =
+        c.preprocessor.run(&frame.image).map_err(|e| fail("preprocess", e.to_string()))?;
     let t2 = Instant::now();
     let output = c.engine.run(&prepared.tensor).map_err(|e| fail("inference", e.to_string()))?;
     let t3 = Instant::now();
-    let depth = DepthMap::from_output(&output, &c.output).map_err(|e| fail("postprocess", e.to_string()))?;
+    let depth = DepthMap::from_output(&output, &c.output)
+        .map_err(|e| fail("postprocess", e.to_string()))?;
     let range = c.range.update(&depth);
-    let style = Style::new(postprocess::View::PictureDepth, postprocess::Colormap::Turbo, false, 0.5);
+    let style =
+        Style::new(postprocess::View::PictureDepth, postprocess::Colormap::Turbo, false, 0.5);
     let hud = [format!("{} {}", c.engine.name(), c.engine.provider())];
     let canvas = postprocess::compose(&prepared.view, &depth, range, &style, &hud, None);
     let t4 = Instant::now();

@@ -105,7 +105,8 @@ impl SolvePlan {
         let (grid_h, grid_w) = (height + 2 * pad, width + 2 * pad);
         let mut real_planner = RealFftPlanner::<f32>::new();
         let mut planner = FftPlanner::<f32>::new();
-        let factor = kernels.iter().flat_map(|k| factor_table(k, h, scale, grid_h, grid_w)).collect();
+        let factor =
+            kernels.iter().flat_map(|k| factor_table(k, h, scale, grid_h, grid_w)).collect();
         Ok(Self {
             channels: kernels.len(),
             height,
@@ -162,8 +163,7 @@ impl SolvePlan {
             .col_forward
             .get_inplace_scratch_len()
             .max(self.col_inverse.get_inplace_scratch_len());
-        let real_len =
-            self.row_forward.get_scratch_len().max(self.row_inverse.get_scratch_len());
+        let real_len = self.row_forward.get_scratch_len().max(self.row_inverse.get_scratch_len());
         Scratch {
             grid: vec![0.0; self.grid_h * self.grid_w],
             row_spectrum: vec![zero; bins],
@@ -365,7 +365,9 @@ mod tests {
     fn dense_solve(mut a: Vec<f64>, mut x: Vec<f64>) -> Vec<f64> {
         let n = x.len();
         for col in 0..n {
-            let piv = (col..n).max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs())).unwrap();
+            let piv = (col..n)
+                .max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))
+                .unwrap();
             for t in 0..n {
                 a.swap(col * n + t, piv * n + t);
             }
@@ -421,7 +423,20 @@ mod tests {
 
     #[test]
     fn periodic_matches_dense_solve() {
-        let sizes = [(1, 1), (1, 2), (2, 2), (2, 3), (3, 3), (5, 7), (4, 6), (7, 5), (8, 8), (11, 13), (16, 16), (13, 16)];
+        let sizes = [
+            (1, 1),
+            (1, 2),
+            (2, 2),
+            (2, 3),
+            (3, 3),
+            (5, 7),
+            (4, 6),
+            (7, 5),
+            (8, 8),
+            (11, 13),
+            (16, 16),
+            (13, 16),
+        ];
         for (i, &(n, m)) in sizes.iter().enumerate() {
             for h in [0.1, 1.0, 10.0] {
                 check_dense(n, m, h, Boundary::Periodic, 0, i as u64 + 3);

@@ -9,15 +9,15 @@
 // it locally, with a SAFETY comment.
 #![deny(unsafe_code)]
 
+pub mod bench;
+pub mod capture;
+pub mod display;
+pub mod engine;
+pub mod imex;
+pub mod live;
+pub mod model;
+pub mod postprocess;
+pub mod preprocess;
+pub mod record;
 pub mod tensor;
 pub mod tolerance;
-pub mod imex;
-pub mod model;
-pub mod capture;
-pub mod engine;
-pub mod preprocess;
-pub mod postprocess;
-pub mod display;
-pub mod record;
-pub mod live;
-pub mod bench;

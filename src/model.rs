@@ -67,7 +67,12 @@ pub enum UpsampleMode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Node {
-    Normalize { inputs: Vec<String>, output: String, mean: Vec<f32>, std: Vec<f32> },
+    Normalize {
+        inputs: Vec<String>,
+        output: String,
+        mean: Vec<f32>,
+        std: Vec<f32>,
+    },
     Conv {
         inputs: Vec<String>,
         output: String,
@@ -77,19 +82,70 @@ pub enum Node {
         padding: usize,
         groups: usize,
     },
-    Affine { inputs: Vec<String>, output: String, scale: String, bias: String },
-    Relu { inputs: Vec<String>, output: String },
-    Add { inputs: Vec<String>, output: String },
-    Residual { inputs: Vec<String>, output: String, h: f32 },
-    Imex { inputs: Vec<String>, output: String, kernel: String, h: f32, boundary: Boundary, pad: usize },
-    Upsample { inputs: Vec<String>, output: String, scale: usize, mode: UpsampleMode },
-    Concat { inputs: Vec<String>, output: String },
-    Sigmoid { inputs: Vec<String>, output: String },
-    Exp { inputs: Vec<String>, output: String },
-    Softplus { inputs: Vec<String>, output: String },
-    Linear { inputs: Vec<String>, output: String, a: f32, b: f32 },
-    Coords { inputs: Vec<String>, output: String },
-    AddTensor { inputs: Vec<String>, output: String, tensor: String },
+    Affine {
+        inputs: Vec<String>,
+        output: String,
+        scale: String,
+        bias: String,
+    },
+    Relu {
+        inputs: Vec<String>,
+        output: String,
+    },
+    Add {
+        inputs: Vec<String>,
+        output: String,
+    },
+    Residual {
+        inputs: Vec<String>,
+        output: String,
+        h: f32,
+    },
+    Imex {
+        inputs: Vec<String>,
+        output: String,
+        kernel: String,
+        h: f32,
+        boundary: Boundary,
+        pad: usize,
+    },
+    Upsample {
+        inputs: Vec<String>,
+        output: String,
+        scale: usize,
+        mode: UpsampleMode,
+    },
+    Concat {
+        inputs: Vec<String>,
+        output: String,
+    },
+    Sigmoid {
+        inputs: Vec<String>,
+        output: String,
+    },
+    Exp {
+        inputs: Vec<String>,
+        output: String,
+    },
+    Softplus {
+        inputs: Vec<String>,
+        output: String,
+    },
+    Linear {
+        inputs: Vec<String>,
+        output: String,
+        a: f32,
+        b: f32,
+    },
+    Coords {
+        inputs: Vec<String>,
+        output: String,
+    },
+    AddTensor {
+        inputs: Vec<String>,
+        output: String,
+        tensor: String,
+    },
 }
 
 /// `imexdepth.arch`.
@@ -101,7 +157,6 @@ pub struct Arch {
     pub output: String,
     pub nodes: Vec<Node>,
 }
-
 
 impl Node {
     /// Names of the tensors this node reads.
@@ -283,14 +338,13 @@ impl ModelFile {
         let input: InputSpec = json_key(&path, &metadata, KEY_INPUT)?;
         let output: OutputSpec = json_key(&path, &metadata, KEY_OUTPUT)?;
         let arch: Arch = json_key(&path, &metadata, KEY_ARCH)?;
-        let training = match metadata.get(KEY_TRAINING) {
-            Some(text) => serde_json::from_str(text).map_err(|source| ModelError::BadMetadata {
-                path: path.clone(),
-                key: KEY_TRAINING,
-                source,
-            })?,
-            None => serde_json::Value::Null,
-        };
+        let training =
+            match metadata.get(KEY_TRAINING) {
+                Some(text) => serde_json::from_str(text).map_err(|source| {
+                    ModelError::BadMetadata { path: path.clone(), key: KEY_TRAINING, source }
+                })?,
+                None => serde_json::Value::Null,
+            };
         let mut initializers = HashMap::new();
         for tensor in &graph.initializer {
             // Integer initializers (pads, shapes, axes) belong to the ONNX graph only.
@@ -307,9 +361,9 @@ impl ModelFile {
 
     /// The initializer `name`, or an error naming the node that wants it.
     pub fn weight(&self, name: &str, node: &Node) -> Result<&Initializer, ModelError> {
-        self.initializers.get(name).ok_or_else(|| self.graph_error(node, format!(
-            "initializer `{name}` is not in the file"
-        )))
+        self.initializers.get(name).ok_or_else(|| {
+            self.graph_error(node, format!("initializer `{name}` is not in the file"))
+        })
     }
 
     /// A [`ModelError::Graph`] for `node`.
@@ -333,8 +387,9 @@ impl ModelFile {
 
     fn check_input(&self) -> Result<(), ModelError> {
         let [n, c, h, w] = self.input.shape;
-        let plausible = n >= 1 && n <= 64 && (c == 1 || c == 3) && h >= 1 && w >= 1;
-        if !plausible || h > 8192 || w > 8192 || !(self.input.scale > 0.0) {
+        let plausible = (1..=64).contains(&n) && (c == 1 || c == 3) && h >= 1 && w >= 1;
+        let scale_ok = self.input.scale.is_finite() && self.input.scale > 0.0;
+        if !plausible || h > 8192 || w > 8192 || !scale_ok {
             let problem = format!(
                 "imexdepth.input has shape {:?} and scale {}; expected [N<=64, 1 or 3, H<=8192, \
                  W<=8192] and a positive scale",
@@ -363,8 +418,11 @@ fn json_key<T: serde::de::DeserializeOwned>(
     key: &'static str,
 ) -> Result<T, ModelError> {
     let text = required(path, metadata, key)?;
-    serde_json::from_str(text)
-        .map_err(|source| ModelError::BadMetadata { path: path.to_path_buf(), key, source })
+    serde_json::from_str(text).map_err(|source| ModelError::BadMetadata {
+        path: path.to_path_buf(),
+        key,
+        source,
+    })
 }
 
 /// ONNX `TensorProto.DataType.FLOAT`.
@@ -402,7 +460,11 @@ fn read_initializer(path: &Path, tensor: &TensorProto) -> Result<Option<Initiali
                 tensor.raw_data.len()
             )));
         }
-        tensor.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        tensor
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     } else {
         if tensor.float_data.len() != count {
             return Err(fail(format!(

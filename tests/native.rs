@@ -71,12 +71,16 @@ fn missing_model_file_names_the_path() {
 fn truncated_and_foreign_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = fixture_bytes();
-    let cases: [(&str, &[u8]); 3] =
-        [("empty.onnx", b""), ("truncated.onnx", &bytes[..bytes.len() / 2]), ("text.onnx", b"hello, not a model\n")];
+    let cases: [(&str, &[u8]); 3] = [
+        ("empty.onnx", b""),
+        ("truncated.onnx", &bytes[..bytes.len() / 2]),
+        ("text.onnx", b"hello, not a model\n"),
+    ];
     for (name, content) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
-        let err = NativeEngine::open(&path).err().unwrap_or_else(|| panic!("{name} loaded")).to_string();
+        let err =
+            NativeEngine::open(&path).err().unwrap_or_else(|| panic!("{name} loaded")).to_string();
         assert!(err.contains(name), "{name}: {err}");
     }
 }
@@ -90,7 +94,13 @@ fn missing_metadata_is_named() {
 #[test]
 fn unknown_layer_kind_is_named() {
     let err = open_native(load_edited(|p| {
-        set_meta(p, "imexdepth.arch", |v| v.replacen("\"op\": \"sigmoid\"", "\"op\": \"warp_drive\"", 1).replacen("\"op\":\"sigmoid\"", "\"op\":\"warp_drive\"", 1))
+        set_meta(p, "imexdepth.arch", |v| {
+            v.replacen("\"op\": \"sigmoid\"", "\"op\": \"warp_drive\"", 1).replacen(
+                "\"op\":\"sigmoid\"",
+                "\"op\":\"warp_drive\"",
+                1,
+            )
+        })
     }));
     assert!(err.contains("warp_drive"), "{err}");
 }
@@ -99,7 +109,8 @@ fn unknown_layer_kind_is_named() {
 fn initializer_of_wrong_shape_is_named() {
     let err = open_native(load_edited(|p| {
         let graph = p.graph.as_mut().unwrap();
-        let init = graph.initializer.iter_mut().find(|t| t.dims.len() == 4 && t.dims[2] == 3).unwrap();
+        let init =
+            graph.initializer.iter_mut().find(|t| t.dims.len() == 4 && t.dims[2] == 3).unwrap();
         init.dims[0] += 1; // claims more output channels than its data holds
     }));
     assert!(err.contains("initializer") || err.contains("dims"), "{err}");

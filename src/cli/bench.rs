@@ -47,8 +47,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let size = capture::parse_size(&args.size)
-        .with_context(|| format!("--size expects WIDTHxHEIGHT such as 640x480, got {:?}", args.size))?;
+    let size = capture::parse_size(&args.size).with_context(|| {
+        format!("--size expects WIDTHxHEIGHT such as 640x480, got {:?}", args.size)
+    })?;
     let mut specs = vec![(args.engine.engine, args.engine.model.clone())];
     for text in &args.compare {
         specs.push(parse_compare(text)?);
@@ -122,7 +123,15 @@ fn print_table(reports: &[Report], peak: f64) {
     println!("peak float32 rate (gemm, all threads): {:.1} GMAC/s", peak / 1e9);
     println!(
         "{:<36} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8}",
-        "configuration (ms)", "capture", "prep", "infer", "infer99", "post", "e2e", "e2e p99", "x floor"
+        "configuration (ms)",
+        "capture",
+        "prep",
+        "infer",
+        "infer99",
+        "post",
+        "e2e",
+        "e2e p99",
+        "x floor"
     );
     for r in reports {
         println!(

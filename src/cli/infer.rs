@@ -76,12 +76,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{}: model input not usable", model_path.display()))?;
     let range = args.range.as_deref().map(parse_range).transpose()?;
     prepare_out_dir(&args.out)?;
-    tracing::info!(
-        "model {} on engine {} ({})",
-        model.summary(),
-        engine.name(),
-        engine.provider()
-    );
+    tracing::info!("model {} on engine {} ({})", model.summary(), engine.name(), engine.provider());
     let mut failures = 0;
     for image in &args.images {
         match infer_one(image, &args, &model, engine.as_mut(), &mut pre, range) {
@@ -147,7 +142,9 @@ fn infer_one(
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let depth_png = args.out.join(format!("{stem}.depth.png"));
     let color_png = args.out.join(format!("{stem}.color.png"));
-    write_atomic(&depth_png, |tmp| millimetres(&full).save_with_format(tmp, image::ImageFormat::Png))?;
+    write_atomic(&depth_png, |tmp| {
+        millimetres(&full).save_with_format(tmp, image::ImageFormat::Png)
+    })?;
     let color = postprocess::colorize(&full, range, &Palette::new(args.colormap, false));
     write_atomic(&color_png, |tmp| color.save_with_format(tmp, image::ImageFormat::Png))?;
     Ok(Summary {
@@ -167,7 +164,8 @@ fn infer_one(
 }
 
 fn read_image(path: &Path) -> anyhow::Result<RgbImage> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?;
     if meta.len() == 0 {
         bail!("{}: image file is empty (0 bytes); expected a PNG or JPEG", path.display());
     }
@@ -175,9 +173,9 @@ fn read_image(path: &Path) -> anyhow::Result<RgbImage> {
         .with_context(|| format!("cannot open image {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?;
-    let picture = reader.decode().with_context(|| {
-        format!("{}: not a readable PNG or JPEG image", path.display())
-    })?;
+    let picture = reader
+        .decode()
+        .with_context(|| format!("{}: not a readable PNG or JPEG image", path.display()))?;
     if picture.width() == 0 || picture.height() == 0 {
         bail!("{}: image has zero size", path.display());
     }
@@ -227,7 +225,13 @@ fn millimetres(depth: &DepthMap) -> ImageBuffer<Luma<u16>, Vec<u16>> {
     let data = depth
         .data
         .iter()
-        .map(|&d| if d.is_finite() && d > 0.0 { (d * 1000.0).round().clamp(1.0, 65535.0) as u16 } else { 0 })
+        .map(|&d| {
+            if d.is_finite() && d > 0.0 {
+                (d * 1000.0).round().clamp(1.0, 65535.0) as u16
+            } else {
+                0
+            }
+        })
         .collect();
     ImageBuffer::from_raw(depth.width, depth.height, data).expect("one value per pixel")
 }

@@ -26,7 +26,8 @@ pub fn fixture_names() -> Vec<String> {
 /// Reads a little-endian float32 file as a tensor of `shape`.
 pub fn read_f32(path: &Path, shape: [usize; 4]) -> Tensor {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let data = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let data =
+        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     Tensor::from_vec(shape, data)
 }
 
@@ -44,7 +45,10 @@ pub fn fixture_io(name: &str) -> (Tensor, Tensor) {
             .collect();
         dims.try_into().unwrap()
     };
-    (read_f32(&dir.join("input.bin"), shape("input")), read_f32(&dir.join("output.bin"), shape("output")))
+    (
+        read_f32(&dir.join("input.bin"), shape("input")),
+        read_f32(&dir.join("output.bin"), shape("output")),
+    )
 }
 
 /// The `imexdepth` binary built for these tests.

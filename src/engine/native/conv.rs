@@ -115,7 +115,15 @@ const IM2COL_BLOCK: usize = 64 * 1024;
 
 /// Unfolds output rows `r0..r1` of `x` (`[C, H, W]`) into `col` (`[C * kh * kw, (r1 - r0) *
 /// Wo]`), zeros where padded.
-fn im2col(x: &[f32], h: usize, w: usize, conv: &Conv2d, (r0, r1): (usize, usize), wo: usize, col: &mut [f32]) {
+fn im2col(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    conv: &Conv2d,
+    (r0, r1): (usize, usize),
+    wo: usize,
+    col: &mut [f32],
+) {
     let (kh, kw, s, p) = (conv.kh, conv.kw, conv.stride, conv.padding as isize);
     col.par_chunks_mut((r1 - r0) * wo).enumerate().for_each(|(row, dst)| {
         let (ch, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
@@ -180,7 +188,9 @@ mod tests {
     }
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect()
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
     }
 
     #[test]

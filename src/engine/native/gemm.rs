@@ -24,7 +24,14 @@ pub fn matmul_acc_strided(
 ) {
     assert!(out_stride >= n, "gemm out stride {out_stride} < {n} columns");
     let out_len = if m == 0 { 0 } else { (m - 1) * out_stride + n };
-    assert!(out.len() >= out_len, "gemm out: need {}x{} (stride {}), got {} values", m, n, out_stride, out.len());
+    assert!(
+        out.len() >= out_len,
+        "gemm out: need {}x{} (stride {}), got {} values",
+        m,
+        n,
+        out_stride,
+        out.len()
+    );
     assert!(lhs.len() >= m * k, "gemm lhs: need {}x{}, got {} values", m, k, lhs.len());
     assert!(rhs.len() >= k * n, "gemm rhs: need {}x{}, got {} values", k, n, rhs.len());
     if m == 0 || n == 0 || k == 0 {

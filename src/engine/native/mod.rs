@@ -64,6 +64,9 @@ struct Step {
     release: Vec<usize>,
 }
 
+/// One step of a [`NativeEngine::profile`]: op name, output shape, milliseconds.
+pub type OpTime = (&'static str, [usize; 4], f64);
+
 /// The native Rust engine for one model file.
 pub struct NativeEngine {
     model: ModelFile,
@@ -112,7 +115,10 @@ impl NativeEngine {
 
     /// Runs once and returns each step's op, output shape and wall time (for `-v` profiling
     /// and benchmarks).
-    pub fn profile(&mut self, input: &Tensor) -> Result<Vec<(&'static str, [usize; 4], f64)>, EngineError> {
+    pub fn profile(
+        &mut self,
+        input: &Tensor,
+    ) -> Result<Vec<OpTime>, EngineError> {
         self.check_input(input)?;
         let mut values: Vec<Option<Tensor>> = (0..self.slots).map(|_| None).collect();
         values[0] = Some(input.clone());
@@ -261,7 +267,8 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|name| {
                 self.slot(name).ok_or_else(|| {
-                    self.model.graph_error(node, format!("reads `{name}`, which no earlier node writes"))
+                    self.model
+                        .graph_error(node, format!("reads `{name}`, which no earlier node writes"))
                 })
             })
             .collect()
@@ -275,8 +282,13 @@ impl<'a> Builder<'a> {
         let same = |s: &[[usize; 4]]| s.iter().all(|t| *t == s[0]);
         Ok(match node {
             Node::Normalize { mean, std, .. } => {
-                if mean.len() != x[1] || std.len() != x[1] || std.iter().any(|s| *s == 0.0) {
-                    return fail(format!("needs {} non-zero mean/std values, got {}/{}", x[1], mean.len(), std.len()));
+                if mean.len() != x[1] || std.len() != x[1] || std.contains(&0.0) {
+                    return fail(format!(
+                        "needs {} non-zero mean/std values, got {}/{}",
+                        x[1],
+                        mean.len(),
+                        std.len()
+                    ));
                 }
                 (Op::Normalize { mean: mean.clone(), std: std.clone() }, x)
             }
@@ -312,7 +324,10 @@ impl<'a> Builder<'a> {
                 if *scale == 0 || *scale > 16 {
                     return fail(format!("upsample scale {scale}; expected 1..=16"));
                 }
-                (Op::Upsample { scale: *scale, mode: *mode }, [x[0], x[1], x[2] * scale, x[3] * scale])
+                (
+                    Op::Upsample { scale: *scale, mode: *mode },
+                    [x[0], x[1], x[2] * scale, x[3] * scale],
+                )
             }
             Node::Concat { .. } => {
                 if ins.iter().any(|s| s[0] != x[0] || s[2..] != x[2..]) {
@@ -340,7 +355,12 @@ impl<'a> Builder<'a> {
         let fail = |problem: String| self.model.graph_error(node, problem);
         let [cout, cin_g, kh, kw] = match w.dims[..] {
             [a, b, c, d] => [a, b, c, d],
-            _ => return Err(fail(format!("weight `{weight}` has dims {:?}; expected [O, I/groups, kh, kw]", w.dims))),
+            _ => {
+                return Err(fail(format!(
+                    "weight `{weight}` has dims {:?}; expected [O, I/groups, kh, kw]",
+                    w.dims
+                )));
+            }
         };
         if groups == 0 || cin_g * groups != x[1] || cout % groups != 0 || stride == 0 {
             return Err(fail(format!(
@@ -352,7 +372,17 @@ impl<'a> Builder<'a> {
             return Err(fail(format!("kernel {kh}x{kw} larger than the padded input {x:?}")));
         }
         let bias = bias.map(|b| self.vector(node, b, cout)).transpose()?;
-        let conv = Conv2d { weight: w.data.clone(), bias, cout, cin: x[1], kh, kw, stride, padding, groups };
+        let conv = Conv2d {
+            weight: w.data.clone(),
+            bias,
+            cout,
+            cin: x[1],
+            kh,
+            kw,
+            stride,
+            padding,
+            groups,
+        };
         let (ho, wo) = conv.output_size(x[2], x[3]);
         self.macs.conv += x[0] as u64 * conv.macs(x[2], x[3]);
         Ok((Op::Conv(conv), [x[0], cout, ho, wo]))
@@ -361,22 +391,34 @@ impl<'a> Builder<'a> {
     fn vector(&self, node: &Node, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
         let init = self.model.weight(name, node)?;
         if init.data.len() != len || init.dims.iter().filter(|&&d| d != 1).count() > 1 {
-            let problem = format!("initializer `{name}` has dims {:?}; expected [{len}]", init.dims);
+            let problem =
+                format!("initializer `{name}` has dims {:?}; expected [{len}]", init.dims);
             return Err(self.model.graph_error(node, problem));
         }
         Ok(init.data.clone())
     }
 
-    fn kernels(&self, node: &Node, name: &str, channels: usize) -> Result<Vec<Kernel3>, ModelError> {
+    fn kernels(
+        &self,
+        node: &Node,
+        name: &str,
+        channels: usize,
+    ) -> Result<Vec<Kernel3>, ModelError> {
         let init = self.model.weight(name, node)?;
         if init.dims != [channels, 1, 3, 3] {
-            let problem = format!("kernel `{name}` has dims {:?}; expected [{channels}, 1, 3, 3]", init.dims);
+            let problem =
+                format!("kernel `{name}` has dims {:?}; expected [{channels}, 1, 3, 3]", init.dims);
             return Err(self.model.graph_error(node, problem));
         }
         Ok(init.data.chunks_exact(9).map(|k| k.try_into().expect("chunks of 9")).collect())
     }
 
-    fn add_tensor(&self, node: &Node, name: &str, x: [usize; 4]) -> Result<(Op, [usize; 4]), ModelError> {
+    fn add_tensor(
+        &self,
+        node: &Node,
+        name: &str,
+        x: [usize; 4],
+    ) -> Result<(Op, [usize; 4]), ModelError> {
         let init: &Initializer = self.model.weight(name, node)?;
         let fits = init.dims.len() == 4
             && init.dims[0] == 1
