@@ -514,6 +514,7 @@ struct HudState {
     engine_ms: f64,
     last_shown: Option<Instant>,
     stall_warned: bool,
+    drops_warned: bool,
     last_result: Option<Instant>,
 }
 
@@ -668,6 +669,13 @@ impl Output {
         let engine_ms = shared.stats().engine_us.mean() / 1000.0;
         self.hud.engine_ms = engine_ms;
         let drops = shared.frames.dropped() + shared.results.dropped();
+        if drops > 0 && !self.hud.drops_warned {
+            self.hud.drops_warned = true;
+            tracing::warn!(
+                "the source is faster than the pipeline: stale frames are dropped (counted in the \
+                 summary) to keep latency low"
+            );
+        }
         let unit = depth.unit.label();
         let mode = if matches!(self.range.mode, RangeMode::Auto) { "auto" } else { "fixed" };
         let rec = if self.recording && !self.sinks.is_empty() { "  REC" } else { "" };

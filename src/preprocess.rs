@@ -171,7 +171,8 @@ mod tests {
         let mut pre = Preprocessor::new(&spec([1, 3, 1, 2], "rgb")).unwrap();
         let frame = RgbImage::from_raw(2, 1, vec![10, 20, 30, 40, 50, 60]).unwrap();
         let data = pre.run(&frame).unwrap().tensor.data;
-        let want: Vec<f32> = [10., 40., 20., 50., 30., 60.].iter().map(|v| v / 255.0).collect();
+        let want: Vec<f32> =
+            [10., 40., 20., 50., 30., 60.].iter().map(|v| v * (1.0 / 255.0)).collect();
         assert_eq!(data, want);
     }
 

@@ -224,7 +224,9 @@ mod tests {
         }];
         let choice = negotiate(&caps, &request(640, 480, 30.0)).unwrap();
         assert_eq!((choice.width, choice.height, choice.fps), (640, 480, Some(30.0)));
-        let choice = negotiate(&caps, &request(800, 600, 30.0)).unwrap();
+        let choice = negotiate(&caps, &request(800, 600, 10.0)).unwrap();
         assert_eq!((choice.width, choice.height), (1280, 720));
+        let choice = negotiate(&caps, &request(800, 600, 30.0)).unwrap();
+        assert_eq!((choice.width, choice.height), (640, 480), "rate before size");
     }
 }

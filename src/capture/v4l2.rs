@@ -258,3 +258,54 @@ fn unpad(data: &[u8], row: usize, stride: usize, rows: usize) -> Option<Vec<u8>>
     }
     Some((0..rows).flat_map(|r| &data[r * stride..r * stride + row]).copied().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_rows_are_repacked() {
+        let data = [1, 2, 0, 0, 3, 4, 0, 0, 5, 6];
+        assert_eq!(unpad(&data, 2, 4, 3), Some(vec![1, 2, 3, 4, 5, 6]));
+        assert_eq!(unpad(&data, 2, 4, 4), None);
+        assert_eq!(unpad(&data[..6], 3, 0, 2), Some(vec![1, 2, 0, 0, 3, 4]));
+    }
+
+    #[test]
+    fn yuyv_with_stride_converts() {
+        let choice = Choice {
+            format: PixelFormat::Yuyv,
+            width: 2,
+            height: 2,
+            fps: Some(30.0),
+            fell_back: false,
+        };
+        // Two rows of one YUYV pair (4 bytes) in 8-byte strides.
+        let data = [235, 128, 235, 128, 9, 9, 9, 9, 16, 128, 16, 128];
+        let rgb = convert(&data, &choice, 8).unwrap();
+        assert_eq!(rgb.get_pixel(1, 0).0, [255, 255, 255]);
+        assert_eq!(rgb.get_pixel(0, 1).0, [0, 0, 0]);
+        assert!(convert(&data[..10], &choice, 8).is_err());
+    }
+
+    #[test]
+    fn stepwise_sizes_offer_vga() {
+        use v4l::framesize::Stepwise;
+        let step = Stepwise {
+            min_width: 16,
+            max_width: 1920,
+            step_width: 2,
+            min_height: 16,
+            max_height: 1080,
+            step_height: 2,
+        };
+        let sizes = frame_sizes(FrameSizeEnum::Stepwise(step));
+        assert!(sizes.contains(&(640, 480)) && sizes.contains(&(1920, 1080)), "{sizes:?}");
+    }
+
+    #[test]
+    fn index_names_a_device() {
+        assert_eq!(device_path("2"), "/dev/video2");
+        assert_eq!(device_path("/dev/video1"), "/dev/video1");
+    }
+}
