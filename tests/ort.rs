@@ -395,3 +395,24 @@ fn ort_cpu_matches_native_engine_on_shipped_models() {
         assert!(cmp.passed(), "{}: {cmp}", model.display());
     }
 }
+
+#[test]
+fn live_validation_runs_beside_the_ort_engine() {
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/imexnet-depth-random/model.onnx");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imexdepth"))
+        .args(["live", "--engine", "ort", "--ep", "cpu", "--validate-every", "2"])
+        .args(["--source", "synthetic", "--frames", "6", "--no-window", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let required = std::env::var_os("IMEXDEPTH_REQUIRE_ORT").is_some();
+    if !out.status.success() && !required && err.contains("ONNX Runtime") {
+        eprintln!("skipped: no ONNX Runtime library ({err})");
+        return;
+    }
+    assert!(out.status.success(), "live failed: {err}");
+    assert!(err.contains("live validation: every 2 frames"), "{err}");
+    assert!(!err.contains("diverge") && !err.contains("NaN"), "{err}");
+}

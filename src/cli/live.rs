@@ -62,6 +62,11 @@ pub struct LiveArgs {
     /// Run headless (also what happens, with a warning, when no window can be opened).
     #[arg(long)]
     pub no_window: bool,
+    /// Check every Nth inferred frame against the native engine on a background thread (ONNX
+    /// Runtime engines only); NaN, Inf, a blank frame or a divergence past the precision's
+    /// tolerance warns, and an fp16/int8 engine is rebuilt once in fp32. 0 = off.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub validate_every: u64,
     /// Window scale factor (1, 2, 4 or 8).
     #[arg(long, default_value_t = 2)]
     pub scale: u32,
@@ -116,8 +121,24 @@ pub fn run(args: LiveArgs) -> anyhow::Result<()> {
     let stop = install_stop_handler()?;
     let model = imexdepth::model::ModelFile::open(&args.engine.model)
         .with_context(|| format!("opening model {}", args.engine.model.display()))?;
-    let engine = imexdepth::engine::select::open(&args.engine.model, &args.engine.options())
-        .with_context(|| format!("opening an engine for {}", args.engine.model.display()))?;
+    let engine = imexdepth::engine::checked::CheckedEngine::open(
+        &args.engine.model,
+        &args.engine.options(),
+        args.validate_every,
+    )
+    .with_context(|| format!("opening an engine for {}", args.engine.model.display()))?;
+    let engine: Box<dyn imexdepth::engine::DepthEngine> = Box::new(engine);
+    if args.validate_every > 0 {
+        match engine.name() {
+            "native" => {
+                tracing::warn!("--validate-every ignored: the native engine is the reference")
+            }
+            _ => tracing::info!(
+                "live validation: every {} frames against the native engine",
+                args.validate_every
+            ),
+        }
+    }
     let source = capture::open(&source_options(&args))
         .with_context(|| format!("opening source {}", args.source))?;
     let info = RawInfo {
