@@ -565,6 +565,9 @@ impl Output {
                 return end;
             }
             match shared.results.take(Duration::from_millis(poll)) {
+                Take::Item(result) if self.past_duration(&result, config) => {
+                    return EndReason::Duration;
+                }
                 Take::Item(result) => {
                     if let Err(error) = self.present(result, shared) {
                         shared.fail(error);
@@ -603,6 +606,13 @@ impl Output {
             return Some(EndReason::WindowClosed);
         }
         None
+    }
+
+    /// A frame captured at or after the end of `--duration` is not shown (nor recorded), so a
+    /// recording lasts exactly the duration asked for.
+    fn past_duration(&self, result: &Inferred, config: &LiveConfig) -> bool {
+        let since = result.frame.captured.saturating_duration_since(self.started);
+        config.duration.is_some_and(|d| since >= d)
     }
 
     /// No new result: keep the window responsive and watch for a stalled source.

@@ -430,9 +430,13 @@ fn draw_colour_bar(
         let t = i as f32 / 4.0;
         let y = top + ((bottom - 1 - top) as f32 * t) as u32;
         let value = range.far - t * (range.far - range.near);
-        fill(canvas, x0 + 12, y, 6, 1, [255, 255, 255]);
+        // Ticks notch the strip itself, so that they cannot be read as minus signs.
+        if i > 0 && i < 4 {
+            fill(canvas, x0 + 4, y, 4, 1, [0, 0, 0]);
+            fill(canvas, x0 + 12, y, 4, 1, [0, 0, 0]);
+        }
         let ty = y.saturating_sub(3).min(h.saturating_sub(8));
-        draw_text(canvas, x0 + 22, ty, &format_depth(value), [255, 255, 255]);
+        draw_text(canvas, x0 + 20, ty, &format_depth(value), [255, 255, 255]);
     }
 }
 
