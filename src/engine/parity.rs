@@ -20,6 +20,15 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The precision the `--fp16` / `--int8` flags ask for (int8 wins over fp16).
+    pub fn from_flags(fp16: bool, int8: bool) -> Self {
+        match (fp16, int8) {
+            (_, true) => Precision::Int8,
+            (true, false) => Precision::Fp16,
+            (false, false) => Precision::Fp32,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",

@@ -82,13 +82,7 @@ impl EngineOptions {
     /// The precision a TensorRT engine would be built in.
     pub fn precision(&self) -> super::parity::Precision {
         use super::parity::Precision;
-        if self.int8 {
-            Precision::Int8
-        } else if self.fp16 {
-            Precision::Fp16
-        } else {
-            Precision::Fp32
-        }
+        Precision::from_flags(self.fp16, self.int8)
     }
 }
 

@@ -37,13 +37,7 @@ pub struct TensorRtOptions {
 impl TensorRtOptions {
     /// The precision these options build.
     pub fn precision(&self) -> Precision {
-        if self.int8 {
-            Precision::Int8
-        } else if self.fp16 {
-            Precision::Fp16
-        } else {
-            Precision::Fp32
-        }
+        Precision::from_flags(self.fp16, self.int8)
     }
 }
 
