@@ -115,10 +115,7 @@ impl NativeEngine {
 
     /// Runs once and returns each step's op, output shape and wall time (for `-v` profiling
     /// and benchmarks).
-    pub fn profile(
-        &mut self,
-        input: &Tensor,
-    ) -> Result<Vec<OpTime>, EngineError> {
+    pub fn profile(&mut self, input: &Tensor) -> Result<Vec<OpTime>, EngineError> {
         self.check_input(input)?;
         let mut values: Vec<Option<Tensor>> = (0..self.slots).map(|_| None).collect();
         values[0] = Some(input.clone());
