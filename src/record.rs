@@ -107,6 +107,7 @@ pub trait FrameSink: Send {
 
 /// Keeps presentation times strictly increasing and cuts out paused spans.
 #[derive(Debug, Default)]
+#[cfg_attr(not(feature = "mp4"), allow(dead_code))]
 struct MediaClock {
     offset: Option<Duration>,
     last: Option<Duration>,
@@ -114,6 +115,7 @@ struct MediaClock {
     period: Duration,
 }
 
+#[cfg_attr(not(feature = "mp4"), allow(dead_code))]
 impl MediaClock {
     /// Presentation time of a frame captured at `captured`.
     fn pts(&mut self, captured: Duration) -> Duration {
