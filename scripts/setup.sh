@@ -57,7 +57,7 @@ main() {
   real_images
   if [ "${1:-}" != "--no-build" ]; then
     log "building (release)"
-    cargo build --release --locked 2>&1 | tail -n 3 >&2 || cargo build --release
+    cargo build --release --locked 2>&1 | tail -n 20 >&2
   fi
   log "done"
 }
