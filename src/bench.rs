@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::capture::FrameSource;
 use crate::engine::DepthEngine;
-use crate::live::Timing;
+use crate::live::{Timing, histogram, micros};
 use crate::model::OutputSpec;
 use crate::postprocess::{self, DepthMap, RangeMode, RangeTracker, Style};
 use crate::preprocess::Preprocessor;
@@ -115,12 +115,8 @@ impl Recorder {
     }
 }
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
-}
-
 fn record(h: &mut Histogram<u64>, d: Duration) {
-    let _ = h.record(d.as_micros().clamp(1, 600_000_000) as u64);
+    let _ = h.record(micros(d));
 }
 
 /// Runs `warmup` then `frames` frames of every configuration, interleaved frame by frame.

@@ -299,11 +299,11 @@ impl Shared {
 }
 
 /// A histogram of microseconds from 1 us to 10 minutes, 3 significant digits.
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     d.as_micros().clamp(1, 600_000_000) as u64
 }
 
