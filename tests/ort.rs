@@ -229,10 +229,26 @@ fn fake_old_library(dir: &Path) -> Option<PathBuf> {
     match status {
         Ok(s) if s.success() => Some(lib),
         _ => {
+            // Under the README's test command (which installs a C compiler) this must not skip.
+            assert!(
+                std::env::var_os("IMEXDEPTH_REQUIRE_ORT").is_none(),
+                "no C compiler to build the stand-in old library"
+            );
             eprintln!("skipping: no C compiler to build a stand-in old library");
             None
         }
     }
+}
+
+/// `imexdepth info --json --ort-lib LIB`, run in its own process, as JSON.
+fn info_with_library(lib: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(common::bin())
+        .args(["info", "--json", "--ort-lib"])
+        .arg(lib)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -240,13 +256,7 @@ fn library_older_than_the_api_level_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let Some(lib) = fake_old_library(dir.path()) else { return };
     // A separate process: this one may already hold the real library.
-    let out = Command::new(common::bin())
-        .args(["info", "--json", "--ort-lib"])
-        .arg(&lib)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let info = info_with_library(&lib);
     let ort = &info["onnxruntime"];
     assert_eq!((ort["found"].as_bool(), ort["loaded"].as_bool()), (Some(true), Some(false)));
     let problem = ort["problem"].as_str().unwrap();
@@ -336,13 +346,7 @@ fn a_file_that_is_not_a_library_is_refused_and_auto_falls_back() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("libonnxruntime.so");
     std::fs::write(&fake, b"not an ELF file").unwrap();
-    let out = Command::new(common::bin())
-        .args(["info", "--json", "--ort-lib"])
-        .arg(&fake)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let info = info_with_library(&fake);
     let ort = &info["onnxruntime"];
     assert_eq!((ort["found"].as_bool(), ort["loaded"].as_bool()), (Some(true), Some(false)));
     assert!(ort["problem"].as_str().unwrap().contains("could not load"), "{ort}");
