@@ -296,6 +296,18 @@ class DepthHead(nn.Module):
         return d.node("exp", [z])
 
 
+def _parse_options(cls: type, options: dict[str, Any], what: str) -> Any:
+    """``cls(**options)``, refusing unknown keys and boundary modes with a message naming them."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} options {unknown}; known: {sorted(known)}")
+    parsed = cls(**options)
+    if parsed.boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {parsed.boundary!r}")
+    return parsed
+
+
 @dataclass
 class DepthOptions:
     """Options of the depth networks (see the module doc for the layout)."""
@@ -319,13 +331,7 @@ class DepthOptions:
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> "DepthOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown depth-network options {unknown}; known: {sorted(known)}")
-        parsed = cls(**options)
-        if parsed.boundary not in BOUNDARIES:
-            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {parsed.boundary!r}")
+        parsed = _parse_options(cls, options, "depth-network")
         return parsed
 
     def as_dict(self) -> dict[str, Any]:
@@ -422,14 +428,8 @@ class QtipsOptions:
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> "QtipsOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown Q-tips options {unknown}; known: {sorted(known)}")
-        parsed = cls(**options)
+        parsed = _parse_options(cls, options, "Q-tips")
         parsed.widths = tuple(int(w) for w in parsed.widths)
-        if parsed.boundary not in BOUNDARIES:
-            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {parsed.boundary!r}")
         return parsed
 
     def as_dict(self) -> dict[str, Any]:
