@@ -39,6 +39,8 @@ pub struct Config {
     /// Multiply-adds of one forward pass, if known.
     pub macs: Option<u64>,
     range: RangeTracker,
+    /// The live window's default look (picture beside turbo depth), built once.
+    style: Style,
     clock: Option<Instant>,
 }
 
@@ -60,6 +62,12 @@ impl Config {
             encoder: None,
             macs: None,
             range,
+            style: Style::new(
+                postprocess::View::PictureDepth,
+                postprocess::Colormap::Turbo,
+                false,
+                0.5,
+            ),
             clock: None,
         }
     }
@@ -220,10 +228,8 @@ fn one_frame(c: &mut Config) -> Result<[Duration; 5], BenchError> {
     let depth = DepthMap::from_output(&output, &c.output)
         .map_err(|e| fail("postprocess", e.to_string()))?;
     let range = c.range.update(&depth);
-    let style =
-        Style::new(postprocess::View::PictureDepth, postprocess::Colormap::Turbo, false, 0.5);
     let hud = [format!("{} {}", c.engine.name(), c.engine.provider())];
-    let canvas = postprocess::compose(&prepared.view, &depth, range, &style, &hud, None);
+    let canvas = postprocess::compose(&prepared.view, &depth, range, &c.style, &hud, None);
     let t4 = Instant::now();
     if let Some(encoder) = c.encoder.as_mut() {
         let start = *c.clock.get_or_insert(t0);
